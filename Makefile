@@ -1,0 +1,40 @@
+# tidegate: every target sets up .venv first, so a fresh machine needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: run test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tidegate needs Python 3.11+, found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/tidegate serve $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+# Runs the suite on every interpreter pyenv (or PATH) offers, each in its own venv.
+test-all:
+	@for v in 3.11 3.12 3.13; do \
+	  py=$$(command -v python$$v || ls -d $$HOME/.pyenv/versions/$$v*/bin/python 2>/dev/null | tail -n 1); \
+	  if [ -z "$$py" ]; then echo "== python$$v: not found, skipped"; continue; fi; \
+	  echo "== python$$v ($$py)"; \
+	  $(MAKE) --no-print-directory test PYTHON=$$py VENV=.venv-$$v || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) .venv-3.* .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info

@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` runs them all; each prints its numbers and ratios."""

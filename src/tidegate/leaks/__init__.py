@@ -1,0 +1,49 @@
+"""goleak for asyncio: find tasks and threads that outlive their scope.
+
+Quick start::
+
+    from tidegate import leaks
+
+    async with leaks.check():       # or: with ..., or @leaks.check()
+        await code_under_test()     # LeakError if it leaves a task or thread running
+
+This package imports nothing else from tidegate, so any asyncio project can use it.
+"""
+
+from ._detector import Check, LeakError, cancel_tasks, check, find, find_async, snapshot
+from ._filters import (
+    Ignore,
+    ignore_any_function,
+    ignore_created_by,
+    ignore_current,
+    ignore_top_function,
+)
+from ._records import Frame, Leak
+from ._report import format_dump, format_grouped, format_leak
+from ._signals import dump, install_signal_dump
+from ._tracking import track, untrack, untrack_threads
+
+__all__ = [
+    "Check",
+    "Frame",
+    "Ignore",
+    "Leak",
+    "LeakError",
+    "cancel_tasks",
+    "check",
+    "dump",
+    "find",
+    "find_async",
+    "format_dump",
+    "format_grouped",
+    "format_leak",
+    "ignore_any_function",
+    "ignore_created_by",
+    "ignore_current",
+    "ignore_top_function",
+    "install_signal_dump",
+    "snapshot",
+    "track",
+    "untrack",
+    "untrack_threads",
+]

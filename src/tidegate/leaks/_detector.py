@@ -1,0 +1,309 @@
+"""The detector: what is alive now, and what a scope left behind.
+
+``check()`` marks a scope with a context variable. Tasks created under it,
+directly or by its descendants, carry the scope in their origin (see
+``_tracking``); threads and executor jobs too. On exit it waits, with capped
+exponential backoff inside one total timeout, for them to finish; whatever is
+still alive is a leak. A clean scope costs one scan of its own tasks and of the
+process's threads, so it exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from . import _inspect
+from ._filters import Ignore, excused
+from ._records import Leak
+from ._report import format_dump
+from ._tracking import Scope, current_scope, origin_of, track, track_threads
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Backoff between scans of a scope that still has something alive: short at
+# first, so a task finishing a few milliseconds late costs little, and capped,
+# so one finishing 50 ms late is noticed within ~50 ms.
+FIRST_DELAY = 0.001
+MAX_DELAY = 0.05
+
+_known_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+class LeakError(AssertionError):
+    """Tasks or threads outlived the scope that started them. ``leaks`` lists them."""
+
+    def __init__(self, leaks: list[Leak], *, waited: float = 0.0) -> None:
+        super().__init__(leaks)
+        self.leaks = leaks
+        self.waited = waited
+
+    def __str__(self) -> str:
+        tasks = sum(1 for leak in self.leaks if leak.kind == "task")
+        threads = len(self.leaks) - tasks
+        head = (
+            f"found {tasks} leaked task(s) and {threads} leaked thread(s) "
+            f"still alive {self.waited:.2f}s after the scope ended:\n\n"
+        )
+        return head + format_dump(self.leaks)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    return asyncio.current_task() if _running_loop() is not None else None
+
+
+def _all_loop_tasks() -> set[asyncio.Task[Any]]:
+    loop = _running_loop()
+    if loop is not None:
+        _known_loops.add(loop)
+    tasks: set[asyncio.Task[Any]] = set()
+    for known in list(_known_loops):
+        if not known.is_closed():
+            tasks |= asyncio.all_tasks(known)
+    return tasks
+
+
+def snapshot() -> list[Leak]:
+    """Every task (of the running loop and of loops the detector has seen) and every
+    thread, as records with the same fields as a leak."""
+    now = time.monotonic()
+    records = [_inspect.inspect_task(task, now) for task in _all_loop_tasks()]
+    frames = sys._current_frames()
+    records.extend(
+        _inspect.inspect_thread(thread, frames.get(thread.ident or 0), now)
+        for thread in threading.enumerate()
+    )
+    _inspect.CLOCK.forget_except({_inspect.clock_key(t) for t in _tracked_objects(records)})
+    return records
+
+
+def _tracked_objects(records: Iterable[Leak]) -> list[Any]:
+    return [obj for leak in records if (obj := leak.target()) is not None]
+
+
+def _scan_threads(now: float, belongs: Callable[[threading.Thread, list[Any]], bool]) -> list[Leak]:
+    current = threading.current_thread()
+    frames = sys._current_frames()
+    found = []
+    for thread in threading.enumerate():
+        if thread is current or not thread.is_alive():
+            continue
+        stack = _inspect.thread_frames(frames.get(thread.ident or 0))
+        if _inspect.is_pool_worker(stack) and _inspect.is_idle_worker(stack):
+            # Default filter: an idle pool worker waits for the next job; the
+            # pool reuses it, so it is not a leak.
+            continue
+        if belongs(thread, stack):
+            found.append(_inspect.inspect_thread(thread, frames.get(thread.ident or 0), now))
+    return found
+
+
+def find(*, ignore: Iterable[Ignore] = (), tasks: bool = True, threads: bool = True) -> list[Leak]:
+    """Every task of the running loop and every thread, except the caller and the
+    default exclusions (idle pool workers, the main thread); never raises."""
+    now = time.monotonic()
+    rules = tuple(ignore)
+    found: list[Leak] = []
+    if tasks:
+        me = _current_task()
+        found.extend(
+            _inspect.inspect_task(task, now) for task in _all_loop_tasks() if task is not me
+        )
+    if threads:
+        main = threading.main_thread()
+        found.extend(_scan_threads(now, lambda thread, stack: thread is not main))
+    return [leak for leak in found if not excused(leak, rules)]
+
+
+async def find_async(
+    *, timeout: float = 1.0, ignore: Iterable[Ignore] = (), tasks: bool = True, threads: bool = True
+) -> list[Leak]:
+    """Like ``find``, but first gives what is alive up to ``timeout`` seconds to end."""
+    deadline = time.monotonic() + timeout
+    delay = FIRST_DELAY
+    await asyncio.sleep(0)
+    while True:
+        found = find(ignore=ignore, tasks=tasks, threads=threads)
+        remaining = deadline - time.monotonic()
+        if not found or remaining <= 0:
+            return found
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, MAX_DELAY)
+
+
+class _Entry:
+    """The state of one entry into a ``Check``."""
+
+    def __init__(self) -> None:
+        self.scope = Scope(current_scope.get())
+        self.token = current_scope.set(self.scope)
+        self.loop = _running_loop()
+        if self.loop is not None:
+            track(self.loop)
+            _known_loops.add(self.loop)
+        else:
+            track_threads()
+        self.owner = _current_task()
+        self.threads_before: weakref.WeakSet[threading.Thread] = weakref.WeakSet(
+            threading.enumerate()
+        )
+
+    def _thread_is_ours(self, thread: threading.Thread, stack: list[Any]) -> bool:
+        if _inspect.is_pool_worker(stack):
+            origin = _inspect.job_origin(stack)
+            return origin is not None and self.scope.contains(origin.scope)
+        origin = origin_of(thread)
+        if origin is not None:
+            return self.scope.contains(origin.scope)
+        return thread not in self.threads_before
+
+    def scan(self, rules: tuple[Ignore, ...], tasks: bool, threads: bool) -> list[Leak]:
+        now = time.monotonic()
+        found: list[Leak] = []
+        if tasks:
+            found.extend(
+                _inspect.inspect_task(task, now)
+                for task in self.scope.live_tasks()
+                if task is not self.owner
+            )
+        if threads:
+            found.extend(_scan_threads(now, self._thread_is_ours))
+        return [leak for leak in found if not excused(leak, rules)]
+
+
+class Check:
+    """A scope that must not leave tasks or threads behind; see ``check()``."""
+
+    def __init__(
+        self, *, timeout: float, ignore: Iterable[Ignore], tasks: bool, threads: bool
+    ) -> None:
+        self.timeout = timeout
+        self.ignore = tuple(ignore)
+        self.tasks = tasks
+        self.threads = threads
+        self._entries: list[_Entry] = []
+
+    def _fresh(self) -> Check:
+        return Check(
+            timeout=self.timeout, ignore=self.ignore, tasks=self.tasks, threads=self.threads
+        )
+
+    def __enter__(self) -> Check:
+        self._entries.append(_Entry())
+        return self
+
+    async def __aenter__(self) -> Check:
+        return self.__enter__()
+
+    def _leave(self) -> _Entry:
+        entry = self._entries.pop()
+        current_scope.reset(entry.token)
+        return entry
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry = self._leave()
+        if exc is not None:
+            return  # the body's own error says more than a leak report would
+        # Sleeping here would stall a loop running in this thread, so tasks get
+        # one look; threads get the whole timeout.
+        start = time.monotonic()
+        deadline = start + (self.timeout if entry.loop is None else 0.0)
+        delay = FIRST_DELAY
+        while True:
+            found = entry.scan(self.ignore, self.tasks, self.threads)
+            remaining = deadline - time.monotonic()
+            if not found or remaining <= 0:
+                break
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_DELAY)
+        if found:
+            raise LeakError(found, waited=time.monotonic() - start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry = self._leave()
+        if exc is not None:
+            return
+        start = time.monotonic()
+        deadline = start + self.timeout
+        delay = FIRST_DELAY
+        await asyncio.sleep(0)  # let just-cancelled tasks run their cleanup
+        while True:
+            found = entry.scan(self.ignore, self.tasks, self.threads)
+            remaining = deadline - time.monotonic()
+            if not found or remaining <= 0:
+                break
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_DELAY)
+        if found:
+            raise LeakError(found, waited=time.monotonic() - start)
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        """Use as a decorator: each call runs in a fresh scope."""
+        if asyncio.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with self._fresh():
+                    return await func(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with self._fresh():
+                return func(*args, **kwargs)
+
+        return run
+
+
+def check(
+    *,
+    timeout: float = 1.0,
+    ignore: Iterable[Ignore] = (),
+    tasks: bool = True,
+    threads: bool = True,
+) -> Check:
+    """Fail with ``LeakError`` if tasks or threads started in the scope outlive it.
+
+    Use as ``with``, ``async with``, or a decorator of sync and async functions.
+    On exit, waits up to ``timeout`` seconds in total for them to finish.
+    """
+    return Check(timeout=timeout, ignore=ignore, tasks=tasks, threads=threads)
+
+
+async def cancel_tasks(leaks: Iterable[Leak], *, timeout: float = 1.0) -> None:
+    """Cancel the leaked tasks among ``leaks`` and wait for them to finish."""
+    targets = [
+        task
+        for leak in leaks
+        if leak.kind == "task" and isinstance(task := leak.target(), asyncio.Task)
+    ]
+    for task in targets:
+        task.cancel()
+    if targets:
+        await asyncio.wait(targets, timeout=timeout)

@@ -1,0 +1,59 @@
+"""Ignore options, in goleak's spirit: small values composed through ``ignore=``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._records import Leak
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """A rule that excuses a task or thread from being reported."""
+
+    description: str
+    excuses: Callable[[Leak], bool]
+
+    def __repr__(self) -> str:
+        return f"<{self.description}>"
+
+
+def ignore_top_function(name: str) -> Ignore:
+    """Ignore what is parked in ``name`` (``func``, ``Class.method`` or ``module.func``)."""
+    return Ignore(
+        f"ignore_top_function({name!r})",
+        lambda leak: bool(leak.frames) and leak.frames[-1].matches(name),
+    )
+
+
+def ignore_any_function(name: str) -> Ignore:
+    """Ignore what has ``name`` anywhere on its stack."""
+    return Ignore(
+        f"ignore_any_function({name!r})",
+        lambda leak: any(frame.matches(name) for frame in leak.frames),
+    )
+
+
+def ignore_created_by(name: str) -> Ignore:
+    """Ignore tasks and threads whose creating function is ``name``."""
+    return Ignore(
+        f"ignore_created_by({name!r})",
+        lambda leak: any(frame.matches(name) for frame in leak.created_frames),
+    )
+
+
+def ignore_current() -> Ignore:
+    """Ignore every task and thread alive now (call it before the code under test)."""
+    alive: weakref.WeakSet[object] = weakref.WeakSet(threading.enumerate())
+    with contextlib.suppress(RuntimeError):  # no running loop here: threads only
+        alive.update(asyncio.all_tasks())
+    return Ignore(f"ignore_current() [{len(alive)} alive]", lambda leak: leak.target() in alive)
+
+
+def excused(leak: Leak, rules: tuple[Ignore, ...]) -> bool:
+    return any(rule.excuses(leak) for rule in rules)

@@ -1,0 +1,224 @@
+"""Creation tracking: who created each task and thread, and inside which scope.
+
+A task records its origin in one attribute set by a task factory: the scope
+that was current when it was created (a context variable, so it follows the
+work into child tasks) and the creating frame's code object and line. That is
+a few attribute reads per task, not a traceback: ``bench/leaks_spawn.py``
+measures the cost.
+
+Threads get the same record from a wrapper around ``threading.Thread.start``;
+jobs submitted to a ``ThreadPoolExecutor`` (``run_in_executor``,
+``asyncio.to_thread``) are wrapped so a worker's stack shows which scope the
+job it runs belongs to. Both patches are installed once per process, the
+first time tracking is asked for, and can be removed with ``untrack_threads``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Coroutine
+from types import CodeType, FrameType
+from typing import Any
+
+ORIGIN_ATTR = "_tidegate_origin"
+
+
+class Scope:
+    """One entry into ``check()``: the tasks created under it, and its nested scopes."""
+
+    __slots__ = ("_prune_at", "children", "parent", "task_refs")
+
+    def __init__(self, parent: Scope | None) -> None:
+        self.parent = parent
+        self.children: list[Scope] = []
+        self.task_refs: list[weakref.ReferenceType[asyncio.Task[Any]]] = []
+        self._prune_at = 1024
+        if parent is not None:
+            parent.children.append(self)
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        refs = self.task_refs
+        refs.append(weakref.ref(task))
+        if len(refs) >= self._prune_at:
+            # Amortised O(1): drop the finished ones when the list doubles.
+            refs[:] = [r for r in refs if (t := r()) is not None and not t.done()]
+            self._prune_at = max(1024, 2 * len(refs))
+
+    def live_tasks(self) -> list[asyncio.Task[Any]]:
+        """Tasks created in this scope or a nested one, not yet done."""
+        found: list[asyncio.Task[Any]] = []
+        pending = [self]
+        while pending:
+            scope = pending.pop()
+            pending.extend(scope.children)
+            for ref in scope.task_refs:
+                task = ref()
+                if task is not None and not task.done():
+                    found.append(task)
+        return found
+
+    def contains(self, other: Scope | None) -> bool:
+        while other is not None:
+            if other is self:
+                return True
+            other = other.parent
+        return False
+
+
+current_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "tidegate_leaks_scope", default=None
+)
+
+
+class Origin:
+    """Where and when a task, thread or executor job was created."""
+
+    __slots__ = ("code", "created", "lineno", "scope")
+
+    def __init__(self, scope: Scope | None, code: CodeType | None, lineno: int) -> None:
+        self.scope = scope
+        self.code = code
+        self.lineno = lineno
+        self.created = time.monotonic()
+
+
+def _library_files() -> frozenset[str]:
+    # Frames in these files are plumbing between the user's call and the task's
+    # birth (asyncio.create_task, TaskGroup.create_task, gather, ...); the
+    # creation site is the first frame outside them.
+    files = {__file__}
+    prefix = os.path.dirname(asyncio.__file__)
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and (name.startswith("asyncio.") or path.startswith(prefix)):
+            files.add(path)
+    return frozenset(files)
+
+
+SKIP_FILES = _library_files()
+
+
+def creator_frame(depth: int) -> FrameType | None:
+    """The first frame above ``depth`` that is not asyncio's own plumbing."""
+    frame: FrameType | None = sys._getframe(depth + 1)
+    while frame is not None and frame.f_code.co_filename in SKIP_FILES:
+        frame = frame.f_back
+    return frame
+
+
+def _origin_here(depth: int) -> Origin:
+    frame = creator_frame(depth + 1)
+    if frame is None:
+        return Origin(current_scope.get(), None, 0)
+    return Origin(current_scope.get(), frame.f_code, frame.f_lineno)
+
+
+def origin_of(obj: object) -> Origin | None:
+    return getattr(obj, ORIGIN_ATTR, None)
+
+
+TaskFactory = Callable[..., "asyncio.Future[Any]"]
+
+
+class _TrackingFactory:
+    """A task factory that stamps each task with its Origin, around any inner factory."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: TaskFactory | None) -> None:
+        self.inner = inner
+
+    def __call__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        **kwargs: Any,
+    ) -> asyncio.Future[Any]:
+        if self.inner is None:
+            task: asyncio.Future[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        else:
+            task = self.inner(loop, coro, **kwargs)
+        # Inlined rather than calling _origin_here: this runs for every task.
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename in SKIP_FILES:
+            frame = frame.f_back
+        scope = current_scope.get()
+        origin = (
+            Origin(scope, None, 0) if frame is None else Origin(scope, frame.f_code, frame.f_lineno)
+        )
+        setattr(task, ORIGIN_ATTR, origin)
+        if scope is not None and isinstance(task, asyncio.Task):
+            scope.adopt(task)
+        return task
+
+
+def is_tracked(loop: asyncio.AbstractEventLoop) -> bool:
+    return isinstance(loop.get_task_factory(), _TrackingFactory)
+
+
+def track(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Record creation sites and scopes for tasks of ``loop`` (default: the running one)
+    and for threads and executor jobs of the whole process. Idempotent."""
+    track_threads()
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    if not is_tracked(loop):
+        loop.set_task_factory(_TrackingFactory(loop.get_task_factory()))  # type: ignore[arg-type]
+
+
+def untrack(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Remove the task factory ``track`` installed, restoring the one it wrapped."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+    if isinstance(factory, _TrackingFactory):
+        loop.set_task_factory(factory.inner)
+
+
+_original_start = threading.Thread.start
+_original_submit = concurrent.futures.ThreadPoolExecutor.submit
+_threads_tracked = False
+
+
+def _tracking_start(self: threading.Thread) -> None:
+    setattr(self, ORIGIN_ATTR, _origin_here(1))
+    _original_start(self)
+
+
+def run_job(origin: Origin, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Runs an executor job; its ``origin`` local tells the detector whose job it is."""
+    return fn(*args, **kwargs)
+
+
+def _tracking_submit(
+    self: concurrent.futures.ThreadPoolExecutor,
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> concurrent.futures.Future[Any]:
+    job = functools.partial(run_job, _origin_here(1), fn)
+    return _original_submit(self, job, *args, **kwargs)
+
+
+def track_threads() -> None:
+    global _threads_tracked
+    if not _threads_tracked:
+        threading.Thread.start = _tracking_start  # type: ignore[method-assign]
+        concurrent.futures.ThreadPoolExecutor.submit = _tracking_submit  # type: ignore[method-assign,assignment]
+        _threads_tracked = True
+
+
+def untrack_threads() -> None:
+    global _threads_tracked
+    threading.Thread.start = _original_start  # type: ignore[method-assign]
+    concurrent.futures.ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+    _threads_tracked = False

@@ -1,0 +1,266 @@
+"""check(): scopes, waiting, attribution, records. Tasks are parked and released with
+events, never sleeps; a timeout that must elapse is short and named."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tidegate import leaks
+
+SHORT = 0.2  # seconds a leak is given to end before it is reported
+
+
+async def park(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def put_twice(q: asyncio.Queue[int]) -> None:
+    await q.put(1)
+    await q.put(2)  # blocks forever: the one slot is taken and nobody reads
+
+
+async def spawn_blocked_putter(q: asyncio.Queue[int]) -> asyncio.Task[None]:
+    return asyncio.create_task(put_twice(q), name="putter")
+
+
+async def test_clean_scope_exits_without_waiting() -> None:
+    start = time.monotonic()
+    async with leaks.check(timeout=30):
+        await asyncio.create_task(asyncio.sleep(0))
+    # A generous bound: waiting out any part of the 30 s timeout would fail it.
+    assert time.monotonic() - start < 5
+
+
+async def test_task_finishing_50ms_late_is_not_a_leak() -> None:
+    done = asyncio.Event()
+    async with leaks.check():  # default timeout, 1 s
+        asyncio.create_task(park(done))
+        asyncio.get_running_loop().call_later(0.05, done.set)
+
+
+async def test_blocked_task_is_reported_with_whole_chain_and_creator() -> None:
+    q: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            await spawn_blocked_putter(q)
+    [leak] = caught.value.leaks
+    try:
+        assert leak.kind == "task"
+        assert leak.name == "putter"
+        assert leak.blocked_on == "asyncio.Queue.put (full, maxsize=1)"
+        assert leak.blocked_for is not None and leak.blocked_for >= SHORT / 2
+        functions = [frame.function for frame in leak.frames]
+        assert functions == ["put_twice", "Queue.put"]
+        assert leak.stack[0].endswith(f"in put_twice")
+        assert leak.created_at is not None
+        assert leak.created_at.startswith("spawn_blocked_putter at ")
+        assert __file__ in leak.created_at
+        report = str(caught.value)
+        assert "task putter [asyncio.Queue.put (full, maxsize=1), " in report
+        assert "await q.put(2)" in report  # the blocking source line
+        assert "created by spawn_blocked_putter at" in report
+    finally:
+        await leaks.cancel_tasks(caught.value.leaks)
+
+
+async def outer(event: asyncio.Event) -> None:
+    await middle(event)
+
+
+async def middle(event: asyncio.Event) -> None:
+    await inner(event)
+
+
+async def inner(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def test_stack_follows_every_awaited_coroutine() -> None:
+    never = asyncio.Event()
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            asyncio.create_task(outer(never))
+    [leak] = caught.value.leaks
+    await leaks.cancel_tasks(caught.value.leaks)
+    assert [f.function for f in leak.frames] == ["outer", "middle", "inner", "Event.wait"]
+    assert leak.blocked_on == "asyncio.Event.wait"
+
+
+async def ticks(event: asyncio.Event):  # type: ignore[no-untyped-def]
+    yield 1
+    await event.wait()
+    yield 2
+
+
+async def consume(event: asyncio.Event) -> None:
+    async for _ in ticks(event):
+        pass
+
+
+async def test_stack_goes_through_async_generators() -> None:
+    never = asyncio.Event()
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            asyncio.create_task(consume(never))
+    [leak] = caught.value.leaks
+    await leaks.cancel_tasks(caught.value.leaks)
+    assert [f.function for f in leak.frames] == ["consume", "ticks", "Event.wait"]
+
+
+async def test_grandchildren_belong_to_the_scope() -> None:
+    never = asyncio.Event()
+
+    async def parent() -> None:
+        asyncio.create_task(park(never), name="grandchild")
+
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            await asyncio.create_task(parent())
+    assert [leak.name for leak in caught.value.leaks] == ["grandchild"]
+    await leaks.cancel_tasks(caught.value.leaks)
+
+
+async def test_concurrent_scopes_report_only_their_own() -> None:
+    never = asyncio.Event()
+    both_inside = asyncio.Barrier(2)
+    results: dict[str, list[str]] = {}
+
+    async def leaky() -> None:
+        try:
+            async with leaks.check(timeout=SHORT):
+                asyncio.create_task(park(never), name="leaky-child")
+                await both_inside.wait()
+        except leaks.LeakError as error:
+            results["leaky"] = [leak.name for leak in error.leaks]
+            await leaks.cancel_tasks(error.leaks)
+        else:
+            results["leaky"] = []
+
+    async def clean() -> None:
+        released = asyncio.Event()
+        async with leaks.check(timeout=SHORT):
+            asyncio.create_task(park(released), name="clean-child")
+            await both_inside.wait()
+            released.set()
+        results["clean"] = []
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(leaky())
+        group.create_task(clean())
+    assert results == {"leaky": ["leaky-child"], "clean": []}
+
+
+async def test_tasks_from_before_the_scope_are_not_its_leaks() -> None:
+    never = asyncio.Event()
+    older = asyncio.create_task(park(never))
+    async with leaks.check(timeout=SHORT):
+        pass
+    older.cancel()
+    await asyncio.gather(older, return_exceptions=True)
+
+
+async def test_body_error_is_not_masked_by_a_leak_report() -> None:
+    never = asyncio.Event()
+    with pytest.raises(ZeroDivisionError):
+        async with leaks.check(timeout=SHORT):
+            task = asyncio.create_task(park(never))
+            1 / 0  # noqa: B018
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_decorator_on_coroutine_function() -> None:
+    never = asyncio.Event()
+    spawned: list[asyncio.Task[None]] = []
+
+    @leaks.check(timeout=SHORT)
+    async def leaky() -> int:
+        spawned.append(asyncio.create_task(park(never)))
+        return 7
+
+    @leaks.check(timeout=SHORT)
+    async def clean() -> int:
+        return 8
+
+    assert await clean() == 8
+    with pytest.raises(leaks.LeakError):
+        await leaky()
+    spawned[0].cancel()
+    await asyncio.gather(*spawned, return_exceptions=True)
+
+
+async def test_ignore_options() -> None:
+    never = asyncio.Event()
+    options = [
+        leaks.ignore_top_function("Event.wait"),
+        leaks.ignore_top_function("asyncio.locks.Event.wait"),
+        leaks.ignore_any_function("middle"),
+        leaks.ignore_created_by("spawn_outer"),
+    ]
+
+    def spawn_outer() -> asyncio.Task[None]:
+        return asyncio.create_task(outer(never))
+
+    spawned = []
+    for option in options:
+        async with leaks.check(timeout=SHORT, ignore=[option]):
+            spawned.append(spawn_outer())
+    with pytest.raises(leaks.LeakError):
+        async with leaks.check(timeout=SHORT, ignore=[leaks.ignore_top_function("Queue.get")]):
+            spawned.append(spawn_outer())
+    current = leaks.ignore_current()
+    assert not leaks.find(ignore=[current], threads=False)
+    for task in spawned:
+        task.cancel()
+    await asyncio.gather(*spawned, return_exceptions=True)
+
+
+async def test_find_and_snapshot() -> None:
+    never = asyncio.Event()
+    task = asyncio.create_task(park(never), name="parked")
+    await asyncio.sleep(0)  # let it start and park
+    found = leaks.find(threads=False)
+    assert [leak.name for leak in found] == ["parked"]
+    assert found[0].state == "waiting"
+    everything = leaks.snapshot()
+    names = {(leak.kind, leak.name) for leak in everything}
+    assert ("task", "parked") in names
+    assert ("thread", "MainThread") in names
+    me = asyncio.current_task()
+    assert me is not None and ("task", me.get_name()) in names
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_find_async_waits_for_late_tasks() -> None:
+    done = asyncio.Event()
+    task = asyncio.create_task(park(done))
+    asyncio.get_running_loop().call_later(0.05, done.set)
+    assert await leaks.find_async(timeout=2.0, threads=False) == []
+    assert task.done()
+
+
+async def test_grouped_report_counts_identical_stacks() -> None:
+    never = asyncio.Event()
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            for _ in range(5):
+                asyncio.create_task(park(never))
+            asyncio.create_task(outer(never))
+    grouped = leaks.format_grouped(caught.value.leaks)
+    await leaks.cancel_tasks(caught.value.leaks)
+    assert grouped.startswith("total: 6 tasks, 0 threads\n")
+    assert "\n5 tasks [asyncio.Event.wait]:\n" in grouped
+    assert "\n1 task [asyncio.Event.wait]:\n" in grouped
+    assert grouped.index("5 tasks") < grouped.index("1 task ")
+
+
+async def test_sleeping_task_reports_delay() -> None:
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            asyncio.create_task(asyncio.sleep(3600))
+    await leaks.cancel_tasks(caught.value.leaks)
+    assert caught.value.leaks[0].blocked_on == "asyncio.sleep (3600s)"
