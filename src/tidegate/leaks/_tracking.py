@@ -22,11 +22,10 @@ import functools
 import os
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Callable, Coroutine
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 ORIGIN_ATTR = "_tidegate_origin"
 
@@ -34,23 +33,16 @@ ORIGIN_ATTR = "_tidegate_origin"
 class Scope:
     """One entry into ``check()``: the tasks created under it, and its nested scopes."""
 
-    __slots__ = ("_prune_at", "children", "parent", "task_refs")
+    __slots__ = ("children", "parent", "tasks")
 
     def __init__(self, parent: Scope | None) -> None:
         self.parent = parent
         self.children: list[Scope] = []
-        self.task_refs: list[weakref.ReferenceType[asyncio.Task[Any]]] = []
-        self._prune_at = 1024
+        # Weak, so a finished task is freed as usual; measured cheaper than a
+        # list of weak references pruned now and then (bench/leaks_bench.py).
+        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         if parent is not None:
             parent.children.append(self)
-
-    def adopt(self, task: asyncio.Task[Any]) -> None:
-        refs = self.task_refs
-        refs.append(weakref.ref(task))
-        if len(refs) >= self._prune_at:
-            # Amortised O(1): drop the finished ones when the list doubles.
-            refs[:] = [r for r in refs if (t := r()) is not None and not t.done()]
-            self._prune_at = max(1024, 2 * len(refs))
 
     def live_tasks(self) -> list[asyncio.Task[Any]]:
         """Tasks created in this scope or a nested one, not yet done."""
@@ -59,10 +51,7 @@ class Scope:
         while pending:
             scope = pending.pop()
             pending.extend(scope.children)
-            for ref in scope.task_refs:
-                task = ref()
-                if task is not None and not task.done():
-                    found.append(task)
+            found.extend(task for task in list(scope.tasks) if not task.done())
         return found
 
     def contains(self, other: Scope | None) -> bool:
@@ -78,16 +67,17 @@ current_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
 )
 
 
-class Origin:
-    """Where and when a task, thread or executor job was created."""
+class Origin(NamedTuple):
+    """Where a task, thread or executor job was created, and under which scope."""
 
-    __slots__ = ("code", "created", "lineno", "scope")
+    scope: Scope | None
+    code: CodeType | None
+    lineno: int
 
-    def __init__(self, scope: Scope | None, code: CodeType | None, lineno: int) -> None:
-        self.scope = scope
-        self.code = code
-        self.lineno = lineno
-        self.created = time.monotonic()
+
+# Builds an Origin from a plain tuple without a Python-level __new__ call:
+# the task factory runs for every task.
+_make_origin = functools.partial(tuple.__new__, Origin)
 
 
 def _library_files() -> frozenset[str]:
@@ -118,7 +108,7 @@ def _origin_here(depth: int) -> Origin:
     frame = creator_frame(depth + 1)
     if frame is None:
         return Origin(current_scope.get(), None, 0)
-    return Origin(current_scope.get(), frame.f_code, frame.f_lineno)
+    return Origin(current_scope.get(), frame.f_code, frame.f_lineno or 0)
 
 
 def origin_of(obj: object) -> Origin | None:
@@ -128,40 +118,50 @@ def origin_of(obj: object) -> Origin | None:
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
-class _TrackingFactory:
-    """A task factory that stamps each task with its Origin, around any inner factory."""
+def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None) -> TaskFactory:
+    """A task factory that stamps each task with its Origin, around any inner factory.
 
-    __slots__ = ("inner",)
+    It runs for every task, so it is a closure with everything it touches bound
+    to locals, and it records a code object and a line, not a traceback.
+    """
+    new_task: TaskFactory = asyncio.Task if inner is None else inner
+    get_frame = sys._getframe
+    skip = SKIP_FILES
+    get_scope = current_scope.get
+    make_origin = _make_origin
+    # Where to start looking for the creator: above asyncio's own Python
+    # loop.create_task when there is one (uvloop's is compiled, so no frame).
+    depth = 2 if hasattr(loop.create_task, "__code__") else 1
 
-    def __init__(self, inner: TaskFactory | None) -> None:
-        self.inner = inner
-
-    def __call__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        coro: Coroutine[Any, Any, Any],
-        **kwargs: Any,
+    def tracking_factory(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: Any = None
     ) -> asyncio.Future[Any]:
-        if self.inner is None:
-            task: asyncio.Future[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        if inner is None:
+            task = new_task(coro, loop=loop, context=context)
+        elif context is None:
+            task = new_task(loop, coro)
         else:
-            task = self.inner(loop, coro, **kwargs)
-        # Inlined rather than calling _origin_here: this runs for every task.
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None and frame.f_code.co_filename in SKIP_FILES:
+            task = new_task(loop, coro, context=context)
+        frame: FrameType | None = get_frame(depth)
+        while frame is not None and frame.f_code.co_filename in skip:
             frame = frame.f_back
-        scope = current_scope.get()
-        origin = (
-            Origin(scope, None, 0) if frame is None else Origin(scope, frame.f_code, frame.f_lineno)
-        )
-        setattr(task, ORIGIN_ATTR, origin)
-        if scope is not None and isinstance(task, asyncio.Task):
-            scope.adopt(task)
+        scope = get_scope()
+        if frame is None:
+            task._tidegate_origin = make_origin((scope, None, 0))  # type: ignore[attr-defined]
+        else:
+            task._tidegate_origin = make_origin(  # type: ignore[attr-defined]
+                (scope, frame.f_code, frame.f_lineno)
+            )
+        if scope is not None:
+            scope.tasks.add(task)  # type: ignore[arg-type]
         return task
+
+    tracking_factory.inner = inner  # type: ignore[attr-defined]
+    return tracking_factory
 
 
 def is_tracked(loop: asyncio.AbstractEventLoop) -> bool:
-    return isinstance(loop.get_task_factory(), _TrackingFactory)
+    return getattr(loop.get_task_factory(), "__name__", None) == "tracking_factory"
 
 
 def track(loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -171,7 +171,7 @@ def track(loop: asyncio.AbstractEventLoop | None = None) -> None:
     if loop is None:
         loop = asyncio.get_running_loop()
     if not is_tracked(loop):
-        loop.set_task_factory(_TrackingFactory(loop.get_task_factory()))  # type: ignore[arg-type]
+        loop.set_task_factory(_tracking_factory(loop, loop.get_task_factory()))
 
 
 def untrack(loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -179,8 +179,8 @@ def untrack(loop: asyncio.AbstractEventLoop | None = None) -> None:
     if loop is None:
         loop = asyncio.get_running_loop()
     factory = loop.get_task_factory()
-    if isinstance(factory, _TrackingFactory):
-        loop.set_task_factory(factory.inner)
+    if is_tracked(loop):
+        loop.set_task_factory(factory.inner)  # type: ignore[union-attr]
 
 
 _original_start = threading.Thread.start

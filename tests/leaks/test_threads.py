@@ -1,0 +1,131 @@
+"""Threads: plain, daemon, executor and to_thread, each released through an event."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+
+import pytest
+
+from tidegate import leaks
+
+SHORT = 0.2
+
+
+def test_thread_finishing_late_is_not_a_leak() -> None:
+    go = threading.Event()
+    with leaks.check():
+        threading.Thread(target=go.wait, name="late").start()
+        threading.Timer(0.05, go.set).start()
+
+
+def test_blocked_daemon_thread_is_reported_with_its_stack() -> None:
+    jobs: queue.Queue[int] = queue.Queue()
+    with pytest.raises(leaks.LeakError) as caught:
+        with leaks.check(timeout=SHORT):
+            threading.Thread(target=jobs.get, name="getter", daemon=True).start()
+    jobs.put(1)  # release it
+    [leak] = caught.value.leaks
+    assert (leak.kind, leak.name, leak.state) == ("thread", "getter", "daemon")
+    assert leak.blocked_on == "queue.Queue.get"
+    assert leak.frames[-2].function == "Queue.get"
+    assert leak.created_at is not None
+    assert leak.created_at.startswith("test_blocked_daemon_thread_is_reported_with_its_stack at")
+    assert "thread getter [queue.Queue.get, " in str(caught.value)
+
+
+def test_thread_started_before_the_scope_is_not_its_leak() -> None:
+    go = threading.Event()
+    older = threading.Thread(target=go.wait)
+    older.start()
+    try:
+        with leaks.check(timeout=SHORT):
+            pass
+    finally:
+        go.set()
+        older.join()
+
+
+async def test_executor_job_outliving_the_scope_is_a_leak() -> None:
+    go = threading.Event()
+    loop = asyncio.get_running_loop()
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            job = loop.run_in_executor(None, go.wait)
+    go.set()
+    await job
+    [leak] = caught.value.leaks
+    assert leak.kind == "thread"
+    assert leak.blocked_on == "threading.Event.wait"
+    assert leak.created_at is not None
+    assert leak.created_at.startswith("test_executor_job_outliving_the_scope_is_a_leak at")
+
+
+async def wait_in_thread(go: threading.Event) -> None:
+    await asyncio.to_thread(go.wait)
+
+
+async def test_to_thread_job_is_attributed_to_the_calling_scope() -> None:
+    go = threading.Event()
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            task = asyncio.create_task(wait_in_thread(go))
+            await asyncio.sleep(0)  # let the task submit its job
+    kinds = sorted(leak.kind for leak in caught.value.leaks)
+    go.set()
+    await task
+    assert kinds == ["task", "thread"]
+    [thread] = [leak for leak in caught.value.leaks if leak.kind == "thread"]
+    assert thread.created_at is not None and thread.created_at.startswith("wait_in_thread at")
+
+
+async def test_idle_executor_workers_are_not_leaks() -> None:
+    loop = asyncio.get_running_loop()
+    async with leaks.check(timeout=SHORT):
+        # Starts pool workers inside the scope; they stay, idle, after the job.
+        assert await loop.run_in_executor(None, sum, [1, 2]) == 3
+        assert await asyncio.to_thread(len, "abc") == 3
+
+
+async def test_concurrent_scopes_attribute_executor_jobs() -> None:
+    go = threading.Event()
+    both_inside = asyncio.Barrier(2)
+    outcome: dict[str, int] = {}
+    loop = asyncio.get_running_loop()
+
+    async def leaky() -> None:
+        try:
+            async with leaks.check(timeout=SHORT):
+                loop.run_in_executor(None, go.wait)
+                await both_inside.wait()
+        except leaks.LeakError as error:
+            outcome["leaky"] = len(error.leaks)
+
+    async def clean() -> None:
+        async with leaks.check(timeout=SHORT):
+            await both_inside.wait()
+        outcome["clean"] = 0
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(leaky())
+        group.create_task(clean())
+    go.set()
+    assert outcome == {"leaky": 1, "clean": 0}
+
+
+def test_sync_decorator_and_threads_flag() -> None:
+    go = threading.Event()
+
+    @leaks.check(timeout=SHORT)
+    def leaky() -> None:
+        threading.Thread(target=go.wait, daemon=True).start()
+
+    @leaks.check(timeout=SHORT, threads=False)
+    def unchecked() -> None:
+        threading.Thread(target=go.wait, daemon=True).start()
+
+    with pytest.raises(leaks.LeakError):
+        leaky()
+    unchecked()
+    go.set()
