@@ -22,7 +22,6 @@ import functools
 import os
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Coroutine
 from types import CodeType, FrameType
 from typing import Any, NamedTuple
@@ -31,28 +30,12 @@ ORIGIN_ATTR = "_tidegate_origin"
 
 
 class Scope:
-    """One entry into ``check()``: the tasks created under it, and its nested scopes."""
+    """One entry into ``check()``; nested entries point to the one they are inside."""
 
-    __slots__ = ("children", "parent", "tasks")
+    __slots__ = ("parent",)
 
     def __init__(self, parent: Scope | None) -> None:
         self.parent = parent
-        self.children: list[Scope] = []
-        # Weak, so a finished task is freed as usual; measured cheaper than a
-        # list of weak references pruned now and then (bench/leaks_bench.py).
-        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-        if parent is not None:
-            parent.children.append(self)
-
-    def live_tasks(self) -> list[asyncio.Task[Any]]:
-        """Tasks created in this scope or a nested one, not yet done."""
-        found: list[asyncio.Task[Any]] = []
-        pending = [self]
-        while pending:
-            scope = pending.pop()
-            pending.extend(scope.children)
-            found.extend(task for task in list(scope.tasks) if not task.done())
-        return found
 
     def contains(self, other: Scope | None) -> bool:
         while other is not None:
@@ -72,7 +55,18 @@ class Origin(NamedTuple):
 
     scope: Scope | None
     code: CodeType | None
-    lineno: int
+    # The instruction offset, not the line: reading f_lineno costs a line-table
+    # search per task, so the line is worked out only when a report needs it.
+    lasti: int
+
+    @property
+    def lineno(self) -> int:
+        if self.code is None:
+            return 0
+        for start, end, line in self.code.co_lines():
+            if start <= self.lasti < end and line is not None:
+                return line
+        return self.code.co_firstlineno
 
 
 # Builds an Origin from a plain tuple without a Python-level __new__ call:
@@ -108,7 +102,7 @@ def _origin_here(depth: int) -> Origin:
     frame = creator_frame(depth + 1)
     if frame is None:
         return Origin(current_scope.get(), None, 0)
-    return Origin(current_scope.get(), frame.f_code, frame.f_lineno or 0)
+    return Origin(current_scope.get(), frame.f_code, frame.f_lasti)
 
 
 def origin_of(obj: object) -> Origin | None:
@@ -150,10 +144,8 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
             task._tidegate_origin = make_origin((scope, None, 0))  # type: ignore[attr-defined]
         else:
             task._tidegate_origin = make_origin(  # type: ignore[attr-defined]
-                (scope, frame.f_code, frame.f_lineno)
+                (scope, frame.f_code, frame.f_lasti)
             )
-        if scope is not None:
-            scope.tasks.add(task)  # type: ignore[arg-type]
         return task
 
     tracking_factory.inner = inner  # type: ignore[attr-defined]
