@@ -30,8 +30,9 @@ bench: $(STAMP)
 # Runs the suite on every interpreter pyenv (or PATH) offers, each in its own venv.
 test-all:
 	@for v in 3.11 3.12 3.13; do \
-	  py=$$(command -v python$$v || ls -d $$HOME/.pyenv/versions/$$v*/bin/python 2>/dev/null | tail -n 1); \
-	  if [ -z "$$py" ]; then echo "== python$$v: not found, skipped"; continue; fi; \
+	  py=$$(ls -d $$HOME/.pyenv/versions/$$v.*/bin/python 2>/dev/null | tail -n 1); \
+	  [ -n "$$py" ] || py=$$(command -v python$$v); \
+	  if [ -z "$$py" ] || ! $$py -c pass 2>/dev/null; then echo "== python$$v: not found, skipped"; continue; fi; \
 	  echo "== python$$v ($$py)"; \
 	  $(MAKE) --no-print-directory test PYTHON=$$py VENV=.venv-$$v || exit 1; \
 	done
