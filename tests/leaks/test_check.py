@@ -54,7 +54,7 @@ async def test_blocked_task_is_reported_with_whole_chain_and_creator() -> None:
         assert leak.blocked_for is not None and leak.blocked_for >= SHORT / 2
         functions = [frame.function for frame in leak.frames]
         assert functions == ["put_twice", "Queue.put"]
-        assert leak.stack[0].endswith(f"in put_twice")
+        assert leak.stack[0].endswith("in put_twice")
         assert leak.created_at is not None
         assert leak.created_at.startswith("spawn_blocked_putter at ")
         assert __file__ in leak.created_at

@@ -109,7 +109,9 @@ def test_leaked_executor_thread_is_reported_and_does_not_hang(
         """
     )
     try:
-        result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2", "-p", "timeout", "--timeout=30")
+        result = run(
+            pytester, "--leaks", "-o", "leaks_timeout=0.2", "-p", "timeout", "--timeout=30"
+        )
     finally:
         release.set()
     result.assert_outcomes(failed=1)

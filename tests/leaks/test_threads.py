@@ -22,9 +22,8 @@ def test_thread_finishing_late_is_not_a_leak() -> None:
 
 def test_blocked_daemon_thread_is_reported_with_its_stack() -> None:
     jobs: queue.Queue[int] = queue.Queue()
-    with pytest.raises(leaks.LeakError) as caught:
-        with leaks.check(timeout=SHORT):
-            threading.Thread(target=jobs.get, name="getter", daemon=True).start()
+    with pytest.raises(leaks.LeakError) as caught, leaks.check(timeout=SHORT):
+        threading.Thread(target=jobs.get, name="getter", daemon=True).start()
     jobs.put(1)  # release it
     [leak] = caught.value.leaks
     assert (leak.kind, leak.name, leak.state) == ("thread", "getter", "daemon")
