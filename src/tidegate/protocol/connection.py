@@ -1,0 +1,316 @@
+"""The per-connection state machine of the TCP line protocol, with no I/O and no clock.
+
+The rule: every state change goes through `_TRANSITIONS` below and nowhere else. A pair that
+is not in the table is a bug in our code (`UsageError`), never something a peer can trigger.
+
+    HANDSHAKE --hello accepted--> OPEN
+    HANDSHAKE / OPEN --error frame that closes--> CLOSING --transport gone--> CLOSED
+    any state --peer EOF or reset--> CLOSED
+
+The adapter feeds bytes with `receive_data(data, now)`, acts on the returned events (register a
+user, join a room, close the transport), sends what `data_to_send()` returns, and calls
+`check_timeouts(now)` from its sweeper. Time is always passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Final
+
+from tidegate.protocol.errors import PeerError, UsageError
+from tidegate.protocol.frames import (
+    CLOSING_CODES,
+    BadFrame,
+    ErrorCode,
+    Hello,
+    Join,
+    Leave,
+    Ping,
+    encode_error,
+    encode_joined,
+    encode_left,
+    encode_pong,
+    encode_welcome,
+    parse_frame,
+)
+from tidegate.protocol.lines import LineSplitter, LineTooLong
+
+__all__ = [
+    "AuthFailed",
+    "Closing",
+    "Connection",
+    "Event",
+    "Identity",
+    "Joined",
+    "Left",
+    "Limits",
+    "Opened",
+    "State",
+]
+
+
+_NO_ROOMS: Final[frozenset[str]] = frozenset()
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Input(enum.Enum):
+    HELLO_ACCEPTED = "hello_accepted"
+    FRAME = "frame"
+    ERROR_CLOSE = "error_close"
+    PEER_GONE = "peer_gone"
+    TRANSPORT_CLOSED = "transport_closed"
+
+
+_H, _O, _C, _X = State.HANDSHAKE, State.OPEN, State.CLOSING, State.CLOSED
+
+_TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
+    (_H, Input.HELLO_ACCEPTED): _O,
+    (_H, Input.ERROR_CLOSE): _C,
+    (_H, Input.PEER_GONE): _X,
+    (_H, Input.TRANSPORT_CLOSED): _X,
+    (_O, Input.FRAME): _O,
+    (_O, Input.ERROR_CLOSE): _C,
+    (_O, Input.PEER_GONE): _X,
+    (_O, Input.TRANSPORT_CLOSED): _X,
+    (_C, Input.PEER_GONE): _X,
+    (_C, Input.TRANSPORT_CLOSED): _X,
+    (_X, Input.PEER_GONE): _X,
+    (_X, Input.TRANSPORT_CLOSED): _X,
+}
+
+
+class AuthFailed(PeerError):
+    """Raised by an authenticate callback: the hello's credentials are not acceptable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a hello authenticated as. `allowed_rooms=None` means any room may be joined."""
+
+    user: str
+    allowed_rooms: frozenset[str] | None = None
+
+
+Authenticate = Callable[[Hello], Identity]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_line: int = 64 * 1024
+    max_rooms: int = 128
+    handshake_timeout: float = 5.0
+    heartbeat: float = 25.0
+    idle_timeout: float = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """The core queued an error frame; the adapter must flush it and close the transport."""
+
+    code: ErrorCode
+    reason: str
+
+
+Event = Opened | Joined | Left | Closing
+
+
+class Connection:
+    """One client connection's protocol state. Not thread-safe; one owner drives it."""
+
+    __slots__ = (
+        "_authenticate",
+        "_lines",
+        "_outgoing",
+        "_rooms",
+        "allowed_rooms",
+        "last_seen",
+        "limits",
+        "opened_at",
+        "session",
+        "state",
+        "user",
+    )
+
+    def __init__(
+        self, *, session: str, limits: Limits, authenticate: Authenticate, now: float
+    ) -> None:
+        self.session = session
+        self.limits = limits
+        self._authenticate = authenticate
+        self._lines = LineSplitter(max_line=limits.max_line)
+        self._outgoing = b""
+        self.state = State.HANDSHAKE
+        self.opened_at = now
+        self.last_seen = now
+        self.user: str | None = None
+        self.allowed_rooms: frozenset[str] | None = None
+        self._rooms: set[str] | None = None  # allocated at the first join
+
+    def _go(self, event: Input) -> None:
+        try:
+            self.state = _TRANSITIONS[self.state, event]
+        except KeyError:
+            raise UsageError(f"no transition from {self.state.name} on {event.name}") from None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished incoming line held by the core."""
+        return self._lines.buffered
+
+    @property
+    def rooms(self) -> Collection[str]:
+        """The rooms this connection joined (read-only view)."""
+        return _NO_ROOMS if self._rooms is None else self._rooms
+
+    def data_to_send(self) -> bytes:
+        """Everything the core wants written since the last call, as one chunk."""
+        out = self._outgoing
+        self._outgoing = b""
+        return out
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        """Consume bytes from the peer; return what the adapter must act on."""
+        if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
+            # Bytes racing our own close are not worth reading.
+            return []
+        self.last_seen = now
+        events: list[Event] = []
+        try:
+            for line in self._lines.feed(data):
+                self._receive_line(line, events)
+                if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
+                    break
+        except LineTooLong as exc:
+            events.append(self._error_close(ErrorCode.FRAME_TOO_LARGE, exc.reason))
+        return events
+
+    def _receive_line(self, line: bytes, events: list[Event]) -> None:
+        try:
+            frame = parse_frame(line)
+        except BadFrame as exc:
+            events.append(self._error_close(ErrorCode.BAD_FRAME, exc.reason))
+            return
+        if self.state is State.HANDSHAKE:
+            if not isinstance(frame, Hello):
+                events.append(
+                    self._error_close(ErrorCode.BAD_FRAME, "the first frame must be hello")
+                )
+                return
+            try:
+                identity = self._authenticate(frame)
+            except AuthFailed as exc:
+                events.append(self._error_close(ErrorCode.AUTH_FAILED, exc.reason))
+                return
+            self._go(Input.HELLO_ACCEPTED)
+            self.user = identity.user
+            self.allowed_rooms = identity.allowed_rooms
+            self._send(
+                encode_welcome(
+                    user=identity.user, session=self.session, heartbeat=self.limits.heartbeat
+                )
+            )
+            events.append(Opened(identity.user))
+            return
+        self._go(Input.FRAME)
+        if isinstance(frame, Ping):
+            self._send(encode_pong())
+        elif isinstance(frame, Join):
+            self._join(frame.room, events)
+        elif isinstance(frame, Leave):
+            if self._rooms is not None and frame.room in self._rooms:
+                self._rooms.discard(frame.room)
+                events.append(Left(frame.room))
+            self._send(encode_left(frame.room))
+        else:
+            events.append(self._error_close(ErrorCode.BAD_FRAME, "hello was already received"))
+
+    def _send(self, data: bytes) -> None:
+        self._outgoing += data
+
+    def _join(self, room: str, events: list[Event]) -> None:
+        rooms = self._rooms
+        if rooms is not None and room in rooms:
+            self._send(encode_joined(room))
+            return
+        if self.allowed_rooms is not None and room not in self.allowed_rooms:
+            self._send(
+                encode_error(ErrorCode.FORBIDDEN_ROOM, f"the token does not allow room {room!r}")
+            )
+            return
+        if rooms is not None and len(rooms) >= self.limits.max_rooms:
+            self._send(
+                encode_error(
+                    ErrorCode.TOO_MANY_ROOMS,
+                    f"at most {self.limits.max_rooms} rooms per connection",
+                )
+            )
+            return
+        if rooms is None:
+            rooms = self._rooms = set()
+        rooms.add(room)
+        self._send(encode_joined(room))
+        events.append(Joined(room))
+
+    def _error_close(self, code: ErrorCode, reason: str) -> Closing:
+        self._go(Input.ERROR_CLOSE)
+        self._send(encode_error(code, reason))
+        return Closing(code, reason)
+
+    def close(self, code: ErrorCode, reason: str) -> Closing | None:
+        """Server-initiated close (shutdown, slow consumer, limits).
+
+        Queues the error frame and returns the `Closing` event, or None when the connection is
+        already closing or closed (so two reasons to close never produce two error frames).
+        """
+        if code not in CLOSING_CODES:
+            raise UsageError(f"{code} does not close a connection")
+        if self.state is State.CLOSING or self.state is State.CLOSED:
+            return None
+        return self._error_close(code, reason)
+
+    def check_timeouts(self, now: float) -> Closing | None:
+        """Called by the adapter's sweeper; returns `Closing` when a timeout expired."""
+        if self.state is State.HANDSHAKE:
+            if now - self.opened_at >= self.limits.handshake_timeout:
+                return self._error_close(
+                    ErrorCode.HANDSHAKE_TIMEOUT,
+                    f"no hello within {self.limits.handshake_timeout:g} s",
+                )
+        elif self.state is State.OPEN and now - self.last_seen >= self.limits.idle_timeout:
+            return self._error_close(
+                ErrorCode.IDLE_TIMEOUT, f"no frame for {self.limits.idle_timeout:g} s"
+            )
+        return None
+
+    def peer_gone(self) -> None:
+        """The peer sent EOF or reset: nothing more will be read or delivered."""
+        self._go(Input.PEER_GONE)
+        self._outgoing = b""
+
+    def transport_closed(self) -> None:
+        """Our own close finished (flushed, lingered out or aborted)."""
+        self._go(Input.TRANSPORT_CLOSED)
+        self._outgoing = b""

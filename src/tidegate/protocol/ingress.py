@@ -1,0 +1,196 @@
+"""Business-side push bodies: parsing, `to` targets, and UDP datagram verification.
+
+No I/O and no clock: `DatagramVerifier.verify` takes `now`. A datagram is rejected with
+`Rejected(reason)`, where `reason` is one of `RejectReason` so adapters can count by reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import heapq
+import hmac
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import msgspec
+
+from tidegate.protocol.errors import PeerError, UsageError
+
+__all__ = [
+    "BadPush",
+    "DatagramVerifier",
+    "Push",
+    "RejectReason",
+    "Rejected",
+    "ReplayCache",
+    "Target",
+    "parse_push",
+    "parse_target",
+    "sign",
+]
+
+SIGNATURE_HEX_LEN: Final = 64
+
+
+class RejectReason(enum.StrEnum):
+    MISSING_SIGNATURE = "missing_signature"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_JSON = "bad_json"
+    BAD_BODY = "bad_body"
+    BAD_TARGET = "bad_target"
+    STALE = "stale"
+    REPLAY = "replay"
+    REPLAY_CACHE_FULL = "replay_cache_full"
+
+
+class Rejected(PeerError):
+    """A push was refused; nothing of it is delivered."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.code = reason
+
+
+class BadPush(Rejected):
+    """The push body itself is malformed (as opposed to failing verification)."""
+
+
+TargetKind = Literal["user", "room", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a push goes. `wire` is the exact `to` string echoed in the msg frame."""
+
+    kind: TargetKind
+    name: str
+    wire: str
+
+
+ALL: Final = Target("all", "", "all")
+
+
+def parse_target(to: str) -> Target:
+    if to == "all":
+        return ALL
+    kind, sep, name = to.partition(":")
+    if sep and name:
+        if kind == "user":
+            return Target("user", name, to)
+        if kind == "room":
+            return Target("room", name, to)
+    raise BadPush(RejectReason.BAD_TARGET, f"unknown `to` form {to!r}")
+
+
+class Push(msgspec.Struct, frozen=True):
+    """A decoded push body. `data` stays as the raw JSON bytes it arrived as."""
+
+    to: str
+    data: msgspec.Raw
+    id: str | None = None
+    ts: float | None = None
+
+
+_decode_push = msgspec.json.Decoder(Push).decode
+
+
+def parse_push(body: bytes | memoryview) -> tuple[Push, Target]:
+    try:
+        push = _decode_push(body)
+    except msgspec.ValidationError as exc:
+        raise BadPush(RejectReason.BAD_BODY, str(exc)) from None
+    except msgspec.DecodeError:
+        raise BadPush(RejectReason.BAD_JSON, "invalid JSON") from None
+    if push.id is not None and not push.id:
+        raise BadPush(RejectReason.BAD_BODY, "`id` must be a non-empty string")
+    return push, parse_target(push.to)
+
+
+def sign(secret: bytes, body: bytes) -> bytes:
+    """The datagram a signed sender transmits: lowercase hex HMAC-SHA256, a space, the body."""
+    return hmac.new(secret, body, hashlib.sha256).hexdigest().encode() + b" " + body
+
+
+class ReplayCache:
+    """Ids seen recently, each remembered until its expiry time; bounded in entries.
+
+    When full of unexpired ids, `add` refuses (fail closed) instead of forgetting an id
+    that could still be replayed.
+    """
+
+    __slots__ = ("_expiry", "_heap", "capacity")
+
+    def __init__(self, *, capacity: int) -> None:
+        if capacity < 1:
+            raise UsageError("capacity must be positive")
+        self.capacity = capacity
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def __contains__(self, id: str) -> bool:
+        return id in self._expiry
+
+    def prune(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] < now:
+            expiry, id = heapq.heappop(heap)
+            if self._expiry.get(id) == expiry:
+                del self._expiry[id]
+
+    def add(self, id: str, expires_at: float, now: float) -> bool:
+        """Remember `id`; False if it is already known or the cache is full."""
+        self.prune(now)
+        if id in self._expiry or len(self._expiry) >= self.capacity:
+            return False
+        self._expiry[id] = expires_at
+        heapq.heappush(self._heap, (expires_at, id))
+        return True
+
+
+class DatagramVerifier:
+    """Turns one UDP datagram into a verified push, per the contract.
+
+    With a secret: signature, then body, then the +-window on `ts`, then replay by `id`.
+    Without a secret the body is taken as is (the adapter only allows that on loopback).
+    """
+
+    __slots__ = ("_replays", "_secret", "window")
+
+    def __init__(
+        self, *, secret: bytes | None, window: float = 30.0, replay_capacity: int = 100_000
+    ) -> None:
+        self._secret = secret
+        self.window = window
+        self._replays = ReplayCache(capacity=replay_capacity)
+
+    @property
+    def signed(self) -> bool:
+        return self._secret is not None
+
+    def verify(self, datagram: bytes, now: float) -> tuple[Push, Target]:
+        if self._secret is None:
+            return parse_push(datagram)
+        if len(datagram) <= SIGNATURE_HEX_LEN or datagram[SIGNATURE_HEX_LEN] != 0x20:
+            raise Rejected(RejectReason.MISSING_SIGNATURE, "expected '<64 hex> <body>'")
+        view = memoryview(datagram)
+        body = view[SIGNATURE_HEX_LEN + 1 :]
+        expected = hmac.new(self._secret, body, hashlib.sha256).hexdigest().encode()
+        if not hmac.compare_digest(datagram[:SIGNATURE_HEX_LEN].lower(), expected):
+            raise Rejected(RejectReason.BAD_SIGNATURE, "signature does not match")
+        push, target = parse_push(body)
+        if push.id is None or push.ts is None:
+            raise BadPush(RejectReason.BAD_BODY, "a signed push needs `id` and `ts`")
+        if not abs(now - push.ts) <= self.window:
+            raise Rejected(RejectReason.STALE, f"ts outside +-{self.window:g} s")
+        # A replay of this datagram carries the same signed ts, so once now > ts + window the
+        # window check rejects it and the id can be forgotten.
+        self._replays.prune(now)
+        if push.id in self._replays:
+            raise Rejected(RejectReason.REPLAY, f"id {push.id!r} already seen")
+        if not self._replays.add(push.id, push.ts + self.window, now):
+            raise Rejected(RejectReason.REPLAY_CACHE_FULL, "too many recent ids")
+        return push, target

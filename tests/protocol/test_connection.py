@@ -1,0 +1,216 @@
+"""The state machine, driven with bytes and an explicit clock; replies compared exactly."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tidegate.protocol import (
+    AuthFailed,
+    Closing,
+    Connection,
+    ErrorCode,
+    Hello,
+    Identity,
+    Joined,
+    Left,
+    Limits,
+    Opened,
+    State,
+    UsageError,
+)
+from tidegate.protocol.connection import _TRANSITIONS
+
+LIMITS = Limits(max_line=128, max_rooms=2, handshake_timeout=5, heartbeat=10, idle_timeout=20)
+
+
+def trust(hello: Hello) -> Identity:
+    if hello.user is None:
+        raise AuthFailed("no user")
+    if hello.user == "vip":
+        return Identity("vip", frozenset({"lobby"}))
+    return Identity(hello.user)
+
+
+def new(now: float = 0.0) -> Connection:
+    return Connection(session="s1", limits=LIMITS, authenticate=trust, now=now)
+
+
+def opened(user: str = "alice") -> Connection:
+    conn = new()
+    assert conn.receive_data(b'{"op":"hello","user":"%s"}\n' % user.encode(), 0.0) == [Opened(user)]
+    conn.data_to_send()
+    return conn
+
+
+def test_handshake_and_welcome_bytes() -> None:
+    conn = new()
+    assert conn.state is State.HANDSHAKE
+    assert conn.receive_data(b'{"op":"hel', 1.0) == []
+    assert conn.receive_data(b'lo","user":"alice"}\n', 1.5) == [Opened("alice")]
+    assert conn.state is State.OPEN
+    assert conn.data_to_send() == (
+        b'{"op":"welcome","user":"alice","session":"s1","heartbeat":10}\n'
+    )
+    assert conn.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    ("data", "events", "sent"),
+    [
+        (b'{"op":"ping"}\n', [], b'{"op":"pong"}\n'),
+        (
+            b'{"op":"join","room":"lobby"}\n{"op":"join","room":"lobby"}\n',
+            [Joined("lobby")],
+            b'{"op":"joined","room":"lobby"}\n' * 2,
+        ),
+        (b'{"op":"leave","room":"x"}\n', [], b'{"op":"left","room":"x"}\n'),
+        (
+            b'{"op":"join","room":"a"}\n{"op":"join","room":"b"}\n{"op":"join","room":"c"}\n',
+            [Joined("a"), Joined("b")],
+            b'{"op":"joined","room":"a"}\n{"op":"joined","room":"b"}\n'
+            b'{"op":"error","code":"too_many_rooms","reason":"at most 2 rooms per connection"}\n',
+        ),
+    ],
+)
+def test_open_frames(data: bytes, events: list[object], sent: bytes) -> None:
+    conn = opened()
+    assert conn.receive_data(data, 1.0) == events
+    assert conn.data_to_send() == sent
+    assert conn.state is State.OPEN
+
+
+def test_join_then_leave_reports_membership() -> None:
+    conn = opened()
+    conn.receive_data(b'{"op":"join","room":"r"}\n{"op":"leave","room":"r"}\n', 1.0)
+    assert conn.rooms == set()
+    conn.receive_data(b'{"op":"join","room":"r"}\n', 1.0)
+    assert conn.receive_data(b'{"op":"leave","room":"r"}\n', 1.0) == [Left("r")]
+
+
+def test_forbidden_room_keeps_the_connection() -> None:
+    conn = opened("vip")
+    assert conn.receive_data(b'{"op":"join","room":"kitchen"}\n', 1.0) == []
+    assert conn.data_to_send() == (
+        b'{"op":"error","code":"forbidden_room",'
+        b'"reason":"the token does not allow room \'kitchen\'"}\n'
+    )
+    assert conn.receive_data(b'{"op":"join","room":"lobby"}\n', 1.0) == [Joined("lobby")]
+    assert conn.state is State.OPEN
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b'{"op":"ping"}\n', ErrorCode.BAD_FRAME),
+        (b"garbage\n", ErrorCode.BAD_FRAME),
+        (b'{"op":"hello"}\n', ErrorCode.AUTH_FAILED),
+        (b"x" * 200, ErrorCode.FRAME_TOO_LARGE),
+    ],
+)
+def test_handshake_failures_close(data: bytes, code: ErrorCode) -> None:
+    conn = new()
+    [event] = conn.receive_data(data, 0.0)
+    assert isinstance(event, Closing) and event.code is code
+    assert conn.state is State.CLOSING
+    assert conn.data_to_send().startswith(b'{"op":"error","code":"%s",' % code.value.encode())
+    # Whatever the peer sends next is ignored.
+    assert conn.receive_data(b'{"op":"hello","user":"a"}\n', 0.1) == []
+    assert conn.data_to_send() == b""
+
+
+def test_frames_after_a_fatal_one_in_the_same_chunk_are_ignored() -> None:
+    conn = opened()
+    events = conn.receive_data(b'{"op":"ping"}\nnope\n{"op":"join","room":"r"}\n', 1.0)
+    assert events == [Closing(ErrorCode.BAD_FRAME, "invalid JSON")]
+    assert conn.data_to_send() == (
+        b'{"op":"pong"}\n{"op":"error","code":"bad_frame","reason":"invalid JSON"}\n'
+    )
+
+
+def test_second_hello_is_a_bad_frame() -> None:
+    conn = opened()
+    [event] = conn.receive_data(b'{"op":"hello","user":"bob"}\n', 1.0)
+    assert event == Closing(ErrorCode.BAD_FRAME, "hello was already received")
+
+
+def test_handshake_timeout_uses_injected_time() -> None:
+    conn = new(now=100.0)
+    assert conn.check_timeouts(104.9) is None
+    closing = conn.check_timeouts(105.0)
+    assert closing is not None and closing.code is ErrorCode.HANDSHAKE_TIMEOUT
+    assert conn.data_to_send() == (
+        b'{"op":"error","code":"handshake_timeout","reason":"no hello within 5 s"}\n'
+    )
+    assert conn.check_timeouts(1000.0) is None  # already closing: one error frame only
+
+
+def test_idle_timeout_counts_any_frame_as_liveness() -> None:
+    conn = opened()
+    assert conn.check_timeouts(19.0) is None
+    conn.receive_data(b'{"op":"ping"}\n', 19.0)
+    assert conn.check_timeouts(38.0) is None
+    closing = conn.check_timeouts(39.0)
+    assert closing == Closing(ErrorCode.IDLE_TIMEOUT, "no frame for 20 s")
+
+
+def test_server_close_once() -> None:
+    conn = opened()
+    assert conn.close(ErrorCode.SERVER_SHUTDOWN, "bye") == Closing(ErrorCode.SERVER_SHUTDOWN, "bye")
+    assert conn.close(ErrorCode.SLOW_CONSUMER, "slow") is None
+    assert conn.data_to_send() == b'{"op":"error","code":"server_shutdown","reason":"bye"}\n'
+    conn.transport_closed()
+    assert conn.state is State.CLOSED
+
+
+def test_close_with_a_non_closing_code_is_our_bug() -> None:
+    with pytest.raises(UsageError):
+        opened().close(ErrorCode.TOO_MANY_ROOMS, "x")
+
+
+def test_peer_gone_from_every_state() -> None:
+    for conn in (new(), opened()):
+        conn.peer_gone()
+        assert conn.state is State.CLOSED
+        assert conn.receive_data(b'{"op":"ping"}\n', 1.0) == []
+
+
+def test_table_has_no_exit_from_closed() -> None:
+    assert {to for (frm, _), to in _TRANSITIONS.items() if frm is State.CLOSED} == {State.CLOSED}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=12), st.booleans())
+def test_fuzz_receive_data_never_crashes_or_overbuffers(chunks: list[bytes], hello: bool) -> None:
+    conn = new()
+    if hello:
+        conn.receive_data(b'{"op":"hello","user":"a"}\n', 0.0)
+    for chunk in chunks:
+        conn.receive_data(chunk, 1.0)
+        assert conn.buffered < LIMITS.max_line
+        conn.data_to_send()
+    assert conn.state in (State.HANDSHAKE, State.OPEN, State.CLOSING)
+
+
+frames = st.sampled_from(
+    [
+        b'{"op":"ping"}\n',
+        b'{"op":"join","room":"a"}\n',
+        b'{"op":"join","room":"b"}\n',
+        b'{"op":"join","room":"c"}\n',
+        b'{"op":"leave","room":"a"}\n',
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(frames, max_size=30), st.integers(min_value=1, max_value=40))
+def test_fuzz_valid_streams_in_any_chunking(parts: list[bytes], cut: int) -> None:
+    conn = opened()
+    stream = b"".join(parts)
+    for i in range(0, len(stream), cut):
+        conn.receive_data(stream[i : i + cut], 1.0)
+    assert conn.state is State.OPEN
+    assert len(conn.rooms) <= LIMITS.max_rooms
+    assert conn.data_to_send().count(b"\n") == len(parts)

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tidegate.protocol import (
+    BadPush,
+    DatagramVerifier,
+    Rejected,
+    RejectReason,
+    Target,
+    parse_push,
+    parse_target,
+    sign,
+)
+from tidegate.protocol.ingress import ReplayCache
+
+SECRET = b"s3cret"
+NOW = 1_700_000_000.0
+
+
+def body(**fields: object) -> bytes:
+    return msgspec.json.encode({"to": "user:alice", "data": {"n": 1}, **fields})
+
+
+@pytest.mark.parametrize(
+    ("to", "target"),
+    [
+        ("all", Target("all", "", "all")),
+        ("user:alice", Target("user", "alice", "user:alice")),
+        ("room:a:b", Target("room", "a:b", "room:a:b")),
+    ],
+)
+def test_targets(to: str, target: Target) -> None:
+    assert parse_target(to) == target
+
+
+@pytest.mark.parametrize("to", ["", "ALL", "user:", "group:x", "alice", "room"])
+def test_unknown_targets(to: str) -> None:
+    with pytest.raises(BadPush) as info:
+        parse_target(to)
+    assert info.value.code is RejectReason.BAD_TARGET
+
+
+def test_push_keeps_raw_data() -> None:
+    push, target = parse_push(b'{"to":"all","data":[1, {"a": null}],"id":"x","ts":5}')
+    assert bytes(push.data) == b'[1, {"a": null}]'
+    assert (push.id, push.ts, target.kind) == ("x", 5.0, "all")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{", RejectReason.BAD_JSON),
+        (b"[]", RejectReason.BAD_BODY),
+        (b'{"to":"all"}', RejectReason.BAD_BODY),
+        (b'{"to":"all","data":1,"id":""}', RejectReason.BAD_BODY),
+        (b'{"to":"all","data":1,"ts":"now"}', RejectReason.BAD_BODY),
+        (b'{"to":"nobody","data":1}', RejectReason.BAD_TARGET),
+    ],
+)
+def test_bad_bodies(raw: bytes, reason: RejectReason) -> None:
+    with pytest.raises(BadPush) as info:
+        parse_push(raw)
+    assert info.value.code is reason
+
+
+def test_sign_is_hex_hmac_space_body() -> None:
+    payload = body(id="1", ts=NOW)
+    digest = hmac.new(SECRET, payload, hashlib.sha256).hexdigest()
+    assert sign(SECRET, payload) == digest.encode() + b" " + payload
+
+
+def verify(verifier: DatagramVerifier, datagram: bytes, now: float = NOW) -> RejectReason | None:
+    try:
+        verifier.verify(datagram, now)
+    except Rejected as exc:
+        return exc.code
+    return None
+
+
+def test_signed_datagrams() -> None:
+    v = DatagramVerifier(secret=SECRET)
+    good = sign(SECRET, body(id="1", ts=NOW))
+    assert verify(v, good) is None
+    assert verify(v, good) is RejectReason.REPLAY
+    upper = sign(SECRET, body(id="2", ts=NOW))
+    assert verify(v, upper[:64].upper() + upper[64:]) is None
+    assert verify(v, body(id="3", ts=NOW)) is RejectReason.MISSING_SIGNATURE
+    assert verify(v, b"ab " + body(id="3", ts=NOW)) is RejectReason.MISSING_SIGNATURE
+    assert verify(v, sign(b"other", body(id="3", ts=NOW))) is RejectReason.BAD_SIGNATURE
+    tampered = sign(SECRET, body(id="3", ts=NOW)).replace(b'"n":1', b'"n":2')
+    assert verify(v, tampered) is RejectReason.BAD_SIGNATURE
+    assert verify(v, sign(SECRET, body(ts=NOW))) is RejectReason.BAD_BODY
+    assert verify(v, sign(SECRET, body(id="4"))) is RejectReason.BAD_BODY
+    assert verify(v, sign(SECRET, b"{nope")) is RejectReason.BAD_JSON
+    assert verify(v, sign(SECRET, body(id="5", ts=NOW, to="x"))) is RejectReason.BAD_TARGET
+
+
+def test_window_is_plus_minus_30_seconds() -> None:
+    v = DatagramVerifier(secret=SECRET)
+    assert verify(v, sign(SECRET, body(id="a", ts=NOW - 30))) is None
+    assert verify(v, sign(SECRET, body(id="b", ts=NOW + 30))) is None
+    assert verify(v, sign(SECRET, body(id="c", ts=NOW - 30.5))) is RejectReason.STALE
+    assert verify(v, sign(SECRET, body(id="d", ts=NOW + 31))) is RejectReason.STALE
+
+
+def test_replay_memory_is_pruned_by_time() -> None:
+    v = DatagramVerifier(secret=SECRET, replay_capacity=2)
+    first = sign(SECRET, body(id="a", ts=NOW))
+    assert verify(v, first) is None
+    assert verify(v, sign(SECRET, body(id="b", ts=NOW))) is None
+    # Full of ids that could still be replayed: refuse rather than forget one.
+    assert verify(v, sign(SECRET, body(id="c", ts=NOW))) is RejectReason.REPLAY_CACHE_FULL
+    later = NOW + 31
+    assert verify(v, first, now=later) is RejectReason.STALE
+    assert verify(v, sign(SECRET, body(id="a", ts=later)), now=later) is None
+
+
+def test_unsigned_verifier_takes_plain_bodies() -> None:
+    v = DatagramVerifier(secret=None)
+    assert verify(v, body()) is None
+    assert verify(v, body()) is None  # no id, no replay check
+    assert verify(v, b"{") is RejectReason.BAD_JSON
+
+
+@given(st.lists(st.tuples(st.text(max_size=3), st.floats(0, 100)), max_size=60))
+def test_replay_cache_stays_bounded(entries: list[tuple[str, float]]) -> None:
+    cache = ReplayCache(capacity=10)
+    now = 0.0
+    for id, ttl in entries:
+        now += 1
+        cache.add(id, now + ttl, now)
+        assert len(cache) <= 10
+
+
+@given(st.binary(max_size=200))
+def test_fuzz_verifier_only_rejects(datagram: bytes) -> None:
+    for secret in (SECRET, None):
+        v = DatagramVerifier(secret=secret)
+        verify(v, datagram)
+        verify(v, sign(SECRET, datagram))
