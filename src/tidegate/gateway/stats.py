@@ -1,0 +1,98 @@
+"""Counters the gateway keeps, and the immutable snapshot `Gateway.statistics()` returns."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["Counters", "GatewayStatistics"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayStatistics:
+    """A point-in-time copy of the gateway's counters. Totals are since start.
+
+    - connections: live TCP connections, handshake included (what `max_conns` limits).
+    - handshaking: of those, how many have not sent hello yet.
+    - closing: connections flushing their last error frame (not counted in `connections`).
+    - accepted: TCP connections ever accepted.
+    - pushes: accepted pushes by ingress ("udp", "http", "local", ...).
+    - pushes_by_target: accepted pushes by target kind ("user", "room", "all").
+    - deliveries: msg frames queued to a connection (one per connection reached).
+    - drops: msg frames discarded by the overflow policy, by policy ("drop-oldest", ...).
+    - disconnects: connections ended, by error code or "peer_eof" / "peer_reset".
+    - rejections: pushes refused at ingress, by reason (see `RejectReason`).
+    - buffered_bytes: outbound bytes held for all connections right now (ours + transports').
+    """
+
+    connections: int
+    handshaking: int
+    closing: int
+    accepted: int
+    users: int
+    rooms: int
+    pushes: Mapping[str, int]
+    pushes_by_target: Mapping[str, int]
+    deliveries: int
+    drops: Mapping[str, int]
+    disconnects: Mapping[str, int]
+    rejections: Mapping[str, int]
+    buffered_bytes: int
+    max_buffered_bytes: int
+
+
+def _frozen(counter: Counter[str]) -> Mapping[str, int]:
+    return MappingProxyType(dict(counter))
+
+
+class Counters:
+    """Mutable counters, touched on the hot path; plain attributes and Counters only."""
+
+    __slots__ = (
+        "accepted",
+        "deliveries",
+        "disconnects",
+        "drops",
+        "pushes",
+        "pushes_by_target",
+        "rejections",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.deliveries = 0
+        self.pushes: Counter[str] = Counter()
+        self.pushes_by_target: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+        self.disconnects: Counter[str] = Counter()
+        self.rejections: Counter[str] = Counter()
+
+    def snapshot(
+        self,
+        *,
+        connections: int,
+        handshaking: int,
+        closing: int,
+        users: int,
+        rooms: int,
+        buffered_bytes: int,
+        max_buffered_bytes: int,
+    ) -> GatewayStatistics:
+        return GatewayStatistics(
+            connections=connections,
+            handshaking=handshaking,
+            closing=closing,
+            accepted=self.accepted,
+            users=users,
+            rooms=rooms,
+            pushes=_frozen(self.pushes),
+            pushes_by_target=_frozen(self.pushes_by_target),
+            deliveries=self.deliveries,
+            drops=_frozen(self.drops),
+            disconnects=_frozen(self.disconnects),
+            rejections=_frozen(self.rejections),
+            buffered_bytes=buffered_bytes,
+            max_buffered_bytes=max_buffered_bytes,
+        )

@@ -1,0 +1,305 @@
+"""The TCP adapter: one `asyncio.Protocol` per client, no task per connection.
+
+Outbound path: the first frame for a connection in a loop turn is written through at once;
+later frames in the same turn are appended to a per-connection list and the connection is
+marked dirty; the hub flushes every dirty connection at the end of the turn, so a burst leaves
+in two `transport.write` calls however many frames it has. The transport's own buffer is
+capped at a high-water mark; above it the transport calls `pause_writing` and frames wait in
+our queue, where the overflow policy can still drop them. Ours + the transport's bytes never
+exceed `buffer_bytes` (a closing error frame aside), and nothing on this path ever awaits the
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Protocol, cast
+
+from tidegate.gateway.config import Overflow
+from tidegate.gateway.registry import Registry
+from tidegate.gateway.stats import Counters
+from tidegate.protocol import Closing, Connection, ErrorCode, Joined, Left, Limits, Opened, State
+from tidegate.protocol.connection import Authenticate
+
+__all__ = ["ClientProtocol", "Hub"]
+
+
+class Hub(Protocol):
+    """What a client connection needs from the server that owns it."""
+
+    registry: Registry
+    counters: Counters
+    limits: Limits
+    authenticate: Authenticate
+    buffer_bytes: int
+    overflow: Overflow
+    write_timeout: float
+    close_linger: float
+    turn: int
+    flush_pending: bool
+
+    def now(self) -> float: ...
+    def new_session(self) -> str: ...
+    def admit(self, client: ClientProtocol) -> ErrorCode | None: ...
+    def schedule_flush(self, client: ClientProtocol | None) -> None: ...
+    def closing(self, client: ClientProtocol) -> None: ...
+    def forget(self, client: ClientProtocol) -> None: ...
+
+
+class ClientProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_dirty",
+        "_hub",
+        "_in_transport",
+        "_limit",
+        "_paused",
+        "_queue",
+        "_queued",
+        "_sendable",
+        "_stall_drained",
+        "_stall_since",
+        "_write_turn",
+        "_written",
+        "core",
+        "linger_deadline",
+        "transport",
+    )
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self.transport: asyncio.WriteTransport | None = None
+        self.core: Connection | None = None
+        # A list, not a deque: an empty deque costs ~600 bytes per idle connection, and
+        # dropping from the front only happens on overflow, in one slice deletion.
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self._in_transport = 0
+        self._limit = hub.buffer_bytes
+        self._sendable = False  # True from connection_made until our close or the peer's
+        self._paused = False
+        self._dirty = False
+        self._written = 0  # bytes ever handed to the transport, to measure draining
+        self._write_turn = -1  # the hub turn of our last write-through
+        self._stall_since = math.inf
+        self._stall_drained = 0
+        self.linger_deadline = math.inf
+
+    # -- asyncio.Protocol callbacks ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        hub = self._hub
+        self.transport = cast(asyncio.WriteTransport, transport)
+        high = max(hub.buffer_bytes // 4, 1)
+        self.transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.core = Connection(
+            session=hub.new_session(),
+            limits=hub.limits,
+            authenticate=hub.authenticate,
+            now=hub.now(),
+        )
+        self._sendable = True
+        refusal = hub.admit(self)
+        if refusal is ErrorCode.TOO_MANY_CONNECTIONS:
+            self.close(refusal, "the gateway is at its connection limit")
+        elif refusal is not None:
+            self.close(refusal, "the gateway is shutting down")
+
+    def data_received(self, data: bytes) -> None:
+        core = self.core
+        assert core is not None
+        events = core.receive_data(data, self._hub.now())
+        closing: Closing | None = None
+        registry = self._hub.registry
+        for event in events:
+            if type(event) is Opened:
+                registry.add(self, event.user)
+            elif type(event) is Joined:
+                registry.join(self, event.room)
+            elif type(event) is Left:
+                registry.leave(self, event.room)
+            elif type(event) is Closing:
+                closing = event
+        reply = core.data_to_send()
+        if closing is not None:
+            self._finish_close(closing.code, reply)
+        elif reply:
+            self.send_frame(reply)
+
+    def eof_received(self) -> bool:
+        self._peer_gone("peer_eof")
+        return False  # let the transport close our side at once
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._peer_gone("peer_reset" if exc is not None else "peer_eof")
+        if self.core is not None:
+            self.core.transport_closed()
+        self._queue.clear()
+        self._queued = 0
+        self._hub.forget(self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._queue:
+            self.flush()
+
+    # -- outbound ------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.core is not None and self.core.state is State.OPEN
+
+    def buffered(self) -> int:
+        """Outbound bytes held for this client: our queue plus the transport's buffer."""
+        return self._queued + self._transport_size()
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue one or more whole frames; never blocks. False if dropped or disconnected.
+
+        The hot path of fan-out, hence the shape: `_in_transport` is an upper bound of the
+        transport's buffer (it only shrinks between our writes), so the exact size is asked
+        for only when the bound says the frame might not fit.
+        """
+        if not self._sendable:
+            return False
+        size = len(frame)
+        if self._queued + self._in_transport + size > self._limit:
+            self._in_transport = self._transport_size()
+            if self._queued + self._in_transport + size > self._limit and not self._make_room(size):
+                return False
+        hub = self._hub
+        if not self._queue and not self._paused and self._write_turn != hub.turn:
+            # Write-through: the first frame of a loop turn leaves at once (one syscall, no
+            # second pass); frames that follow in the same turn queue up and leave together.
+            self._write_turn = hub.turn
+            self._written += size
+            self._in_transport += size
+            assert self.transport is not None
+            self.transport.write(frame)
+            if not hub.flush_pending:
+                hub.schedule_flush(None)  # ends the turn
+            return True
+        self._queue.append(frame)
+        self._queued += size
+        if not self._dirty and not self._paused:
+            self._dirty = True
+            hub.schedule_flush(self)
+        return True
+
+    def _transport_size(self) -> int:
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def _make_room(self, size: int) -> bool:
+        hub = self._hub
+        policy = hub.overflow
+        if policy == "disconnect":
+            self.close(ErrorCode.SLOW_CONSUMER, f"more than {hub.buffer_bytes} bytes pending")
+            return False
+        drops = hub.counters.drops
+        if policy == "drop-oldest":
+            queue = self._queue
+            excess = self.buffered() + size - hub.buffer_bytes
+            dropped = 0
+            while dropped < len(queue) and excess > 0:
+                excess -= len(queue[dropped])
+                dropped += 1
+            if dropped:
+                self._queued -= sum(map(len, queue[:dropped]))
+                del queue[:dropped]
+                drops[policy] += dropped
+            if excess <= 0:
+                return True
+        drops[policy] += 1
+        return False
+
+    def flush(self) -> None:
+        """Hand everything queued to the transport in one write (called once per loop turn)."""
+        self._dirty = False
+        queue = self._queue
+        if self._paused or not queue or self.transport is None:
+            return
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        queue.clear()
+        self._queued = 0
+        size = len(data)
+        self._written += size
+        self._in_transport += size
+        self.transport.write(data)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self, code: ErrorCode, reason: str) -> None:
+        """Server-initiated close: error frame, flush, FIN, abort after the linger."""
+        core = self.core
+        if core is None:
+            return
+        closing = core.close(code, reason)
+        if closing is not None:
+            self._finish_close(code, core.data_to_send())
+
+    def _finish_close(self, code: ErrorCode, last: bytes) -> None:
+        hub = self._hub
+        core = self.core
+        assert core is not None and self.transport is not None
+        self._sendable = False
+        hub.counters.disconnects[code.value] += 1
+        if core.user is not None:
+            hub.registry.remove(self, core.user, core.rooms)
+        transport = self.transport
+        if self._queue:
+            last = b"".join(self._queue) + last
+            self._queue.clear()
+            self._queued = 0
+        if last and not transport.is_closing():
+            # Past the bound by at most one error frame; the linger below caps how long.
+            transport.write(last)
+        transport.close()
+        self.linger_deadline = hub.now() + hub.close_linger
+        hub.closing(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _peer_gone(self, why: str) -> None:
+        core = self.core
+        self._sendable = False
+        if core is None or core.state is State.CLOSED:
+            return
+        if core.state is not State.CLOSING:
+            self._hub.counters.disconnects[why] += 1
+            if core.user is not None:
+                self._hub.registry.remove(self, core.user, core.rooms)
+        core.peer_gone()
+
+    # -- sweeper -------------------------------------------------------------------------
+
+    def sweep(self, now: float) -> None:
+        """Timeouts, checked by the server's single sweeper; never waits on the transport."""
+        core = self.core
+        if core is None:
+            return
+        closing = core.check_timeouts(now)
+        if closing is not None:
+            self._finish_close(closing.code, core.data_to_send())
+            return
+        transport = self.transport
+        if transport is None or core.state is not State.OPEN:
+            return
+        in_transport = self._in_transport = transport.get_write_buffer_size()
+        if in_transport == 0 and not self._paused:
+            self._stall_since = math.inf
+            return
+        drained = self._written - in_transport
+        if drained > self._stall_drained or self._stall_since == math.inf:
+            self._stall_drained = drained
+            self._stall_since = now
+        elif now - self._stall_since >= self._hub.write_timeout:
+            self.close(
+                ErrorCode.SLOW_CONSUMER,
+                f"nothing drained for {self._hub.write_timeout:g} s",
+            )

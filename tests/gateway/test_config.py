@@ -1,0 +1,123 @@
+"""Config sources and precedence: flags > env > file > defaults; clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tidegate.cli import build_parser
+from tidegate.gateway import Config, ConfigError, load_config
+
+
+def test_defaults_bind_loopback() -> None:
+    config = load_config()
+    assert config == Config()
+    assert config.tcp == ("127.0.0.1", 7400)
+    assert config.udp == ("127.0.0.1", 7401)
+    assert config.admin == ("127.0.0.1", 7402)
+    assert (config.max_conns, config.max_line, config.max_rooms) == (10_000, 65_536, 128)
+    assert (config.buffer_bytes, config.overflow, config.write_timeout) == (
+        1 << 20,
+        "disconnect",
+        5.0,
+    )
+    assert (config.handshake_timeout, config.heartbeat) == (5.0, 25.0)
+    assert config.effective_idle_timeout == 50.0
+
+
+def test_precedence(tmp_path: Path) -> None:
+    file = tmp_path / "gw.toml"
+    file.write_text(
+        'tcp = "0.0.0.0:9000"\nmax-conns = 5\nheartbeat = 3\noverflow = "drop-oldest"\n'
+        'secret = "from-file"\n'
+    )
+    env = {"TIDEGATE_MAX_CONNS": "6", "TIDEGATE_HEARTBEAT": "4", "TIDEGATE_SECRET": "from-env"}
+    config = load_config(flags={"max_conns": "7", "tcp": None}, env=env, file=file)
+    assert config.tcp == ("0.0.0.0", 9000)  # file only
+    assert config.heartbeat == 4.0  # env beats file
+    assert config.max_conns == 7  # flag beats env
+    assert config.overflow == "drop-oldest"
+    assert config.secret == "from-env"
+
+
+def test_config_file_from_env(tmp_path: Path) -> None:
+    file = tmp_path / "gw.toml"
+    file.write_text('max_line = 1024\nudp = "off"\n')
+    config = load_config(env={"TIDEGATE_CONFIG": str(file)})
+    assert config.max_line == 1024 and config.udp is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"max_conns": "lots"}, "--max-conns: expected an integer, got 'lots'"),
+        ({"max_conns": "0"}, "max_conns: expected a positive integer"),
+        ({"heartbeat": "-1"}, "heartbeat: expected a positive number of seconds"),
+        ({"write_timeout": "soon"}, "--write-timeout: expected seconds"),
+        ({"tcp": "localhost"}, "--tcp: expected HOST:PORT"),
+        ({"udp": "1.2.3.4:99999"}, "--udp: port out of range"),
+        ({"overflow": "queue"}, "overflow: expected one of disconnect, drop-oldest, drop-newest"),
+    ],
+)
+def test_bad_values_name_the_option(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(flags=flags)
+
+
+def test_bad_env_and_file_name_their_source(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="TIDEGATE_MAX_LINE"):
+        load_config(env={"TIDEGATE_MAX_LINE": "big"})
+    file = tmp_path / "bad.toml"
+    file.write_text("nonsense = 1\n")
+    with pytest.raises(ConfigError, match="unknown option 'nonsense'"):
+        load_config(file=file)
+    file.write_text("tcp = [1]\n")
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        load_config(file=file)
+    file.write_text("this is not toml")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(file=file)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(file=tmp_path / "missing.toml")
+
+
+def test_addresses() -> None:
+    config = load_config(flags={"tcp": "[::1]:0", "admin": ":8080", "udp": "off"})
+    assert config.tcp == ("::1", 0)
+    assert config.admin == ("127.0.0.1", 8080)
+    assert config.udp is None
+
+
+def test_cli_flags_map_to_config_fields() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--tcp", "127.0.0.1:1",
+            "--udp", "127.0.0.1:2",
+            "--admin", "127.0.0.1:3",
+            "--secret", "s",
+            "--max-conns", "4",
+            "--handshake-timeout", "5",
+            "--heartbeat", "6",
+            "--max-line", "700",
+            "--buffer-bytes", "800",
+            "--overflow", "drop-newest",
+            "--write-timeout", "9",
+            "--config", "x.toml",
+        ]
+    )  # fmt: skip
+    assert (args.tcp, args.udp, args.admin, args.secret) == (
+        "127.0.0.1:1",
+        "127.0.0.1:2",
+        "127.0.0.1:3",
+        "s",
+    )
+    assert (args.max_conns, args.handshake_timeout, args.heartbeat) == ("4", "5", "6")
+    assert (args.max_line, args.buffer_bytes, args.overflow, args.write_timeout) == (
+        "700",
+        "800",
+        "drop-newest",
+        "9",
+    )
+    assert args.config == "x.toml"

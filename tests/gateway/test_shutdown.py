@@ -1,0 +1,134 @@
+"""Graceful shutdown, the admin endpoints, and the `tidegate serve` process end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+from tidegate import leaks
+from tidegate.gateway import Gateway, open_gateway
+from tidegate.protocol import sign
+
+from .helpers import TIMEOUT, Client, UdpSender, config, http_get
+
+
+async def test_shutdown_leaves_no_task_and_no_thread() -> None:
+    async with leaks.check(timeout=1.0):
+        gw = Gateway(config(admin=("127.0.0.1", 0)))
+        await gw.start()
+        clients = [await Client.hello(gw.tcp_address, f"u{n}") for n in range(20)]
+        status, count = await http_get(gw.admin_address, "/_count")
+        assert status == 200 and count.strip().isdigit()
+        status, stack = await http_get(gw.admin_address, "/_stack")
+        assert status == 200 and "test_shutdown_leaves_no_task_and_no_thread" in stack
+        await gw.close()
+        await gw.close()  # idempotent
+        for client in clients:
+            await client.expect_error_and_close("server_shutdown")
+        assert gw.statistics().disconnects["server_shutdown"] == 20
+
+
+async def test_shutdown_does_not_wait_for_a_client_that_never_reads() -> None:
+    # The stuck client cannot take its server_shutdown frame; the flush deadline (0.2 s)
+    # aborts it instead of letting shutdown hang.
+    cfg = config(shutdown_timeout=0.2, overflow="drop-newest")
+    async with leaks.check(timeout=1.0):
+        async with open_gateway(cfg) as gw:
+            assert gw.tcp_address is not None
+            reader, writer = await asyncio.open_connection(*gw.tcp_address, limit=1024)
+            stuck = Client(reader, writer)
+            await stuck.send({"op": "hello", "user": "stuck"})
+            assert (await stuck.recv())["op"] == "welcome"
+            # Push until the kernel buffers are full and bytes stay queued in user space.
+            while gw.statistics().buffered_bytes < 512 * 1024:
+                for _ in range(64):
+                    gw.push("all", "z" * 16384)
+                await asyncio.sleep(0.01)  # let the flush reach the socket
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+        elapsed = loop.time() - started
+        assert 0.2 <= elapsed < 0.2 + 1.0
+        assert gw.statistics().disconnects["server_shutdown"] == 1
+        await stuck.close()
+
+
+async def read_listening(proc: asyncio.subprocess.Process) -> dict[str, tuple[str, int]]:
+    assert proc.stdout is not None
+    found: dict[str, tuple[str, int]] = {}
+    while len(found) < 3:
+        line = (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode()
+        assert line, "tidegate exited before listening"
+        if " listening on " in line:
+            name = line.split()[1]
+            host, _, port = line.rsplit(" ", 1)[1].rpartition(":")
+            found[name] = (host, int(port))
+    return found
+
+
+async def test_tidegate_serve_process_end_to_end() -> None:
+    env = {**os.environ, "TIDEGATE_SECRET": "from-env", "TIDEGATE_HEARTBEAT": "7"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tidegate",
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        where = await read_listening(proc)
+        assert all(port > 0 for _, port in where.values())
+        client = await Client.connect(where["tcp"])
+        await client.send({"op": "hello", "user": "alice"})
+        welcome = await client.recv()
+        assert welcome["heartbeat"] == 7
+        udp = UdpSender(where["udp"])
+        udp.send(sign(b"from-env", b'{"to":"all","data":1,"id":"x","ts":%d}' % _now()))
+        udp.close()
+        assert (await client.recv())["id"] == "x"
+        status, count = await http_get(where["admin"], "/_count")
+        assert status == 200 and int(count) >= 1
+        proc.send_signal(signal.SIGTERM)
+        await client.expect_error_and_close("server_shutdown")
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        assert proc.returncode == 0, err.decode()
+        assert b"stopped (0 leftovers)" in out, (out, err)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+async def test_serve_refuses_unsigned_udp_beyond_loopback() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tidegate",
+        "serve",
+        "--udp",
+        "0.0.0.0:0",
+        "--tcp",
+        "off",
+        "--admin",
+        "off",
+        env={k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 2
+    assert b"without a secret" in err

@@ -1,0 +1,131 @@
+"""Clients that stop reading: bounded buffers, overflow policies, the write deadline.
+
+The stuck client is a StreamReader with a 64 KiB limit that is never read: asyncio stops
+reading its socket at 128 KiB, so the kernel buffers fill and the gateway sees back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tidegate.gateway import Gateway, open_gateway
+from tidegate.gateway.config import OVERFLOW_POLICIES
+
+from .helpers import TIMEOUT, Client, config, wait_until
+
+MIB = 1024 * 1024
+PAYLOAD = "x" * (16 * 1024)
+PUSHES = 20 * MIB // len(PAYLOAD) + 1  # >= 20 MiB per client
+
+
+async def stuck_client(gw: Gateway, user: str) -> Client:
+    assert gw.tcp_address is not None
+    reader, writer = await asyncio.open_connection(*gw.tcp_address, limit=64 * 1024)
+    client = Client(reader, writer)
+    await client.send({"op": "hello", "user": user})
+    assert (await client.recv())["op"] == "welcome"
+    return client
+
+
+async def read_until_closed(client: Client) -> None:
+    try:
+        while await asyncio.wait_for(client.reader.read(1 << 20), TIMEOUT):
+            pass
+    except ConnectionResetError:
+        pass
+    await client.close()
+
+
+@pytest.mark.parametrize("policy", OVERFLOW_POLICIES)
+async def test_20_mib_broadcast_with_a_client_that_never_reads(policy: str) -> None:
+    cfg = config(overflow=policy, write_timeout=60.0)  # the deadline is tested separately
+    async with open_gateway(cfg) as gw:
+        normal = await Client.hello(gw.tcp_address, "normal")
+        stuck = await stuck_client(gw, "stuck")
+        received = 0
+        progress = asyncio.Event()
+
+        async def read_normal() -> None:
+            nonlocal received
+            while received < PUSHES:
+                frame = await normal.recv()
+                assert frame["data"] == [received, PAYLOAD]
+                received += 1
+                progress.set()
+
+        worst = 0
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(read_normal())
+            for n in range(PUSHES):
+                gw.push("all", [n, PAYLOAD])
+                stats = gw.statistics()
+                worst = max(worst, stats.max_buffered_bytes)
+                # Pace on the normal client only, never on the stuck one.
+                while received < n - 16:
+                    progress.clear()
+                    await asyncio.wait_for(progress.wait(), TIMEOUT)
+        assert received == PUSHES  # the normal client missed nothing
+        assert worst <= cfg.buffer_bytes + 256  # + at most one error frame
+        stats = gw.statistics()
+        if policy == "disconnect":
+            assert stats.disconnects["slow_consumer"] == 1
+            assert stats.drops == {}
+            await read_until_closed(stuck)
+            assert gw.connections() == 1
+        else:
+            assert stats.drops[policy] > 0
+            assert gw.connections() == 2
+            got = await drain_stuck(gw, stuck)
+            assert got == sorted(set(got)) and len(got) + stats.drops[policy] == PUSHES
+            if policy == "drop-oldest":
+                assert got[-1] == PUSHES - 1  # the newest survived
+            else:
+                assert got[:5] == [0, 1, 2, 3, 4] and got[-1] < PUSHES - 1
+            await stuck.close()
+        await normal.close()
+
+
+async def drain_stuck(gw: Gateway, stuck: Client) -> list[int]:
+    """Let the stuck client read again; a final marker push tells it when it has it all."""
+    got: list[int] = []
+
+    async def read() -> None:
+        while True:
+            frame = await stuck.recv()
+            if frame["data"] == "end":
+                return
+            got.append(frame["data"][0])
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(read())
+        await wait_until(lambda: gw.statistics().buffered_bytes == 0, what="backlog to drain")
+        assert gw.push("user:stuck", "end").delivered == 1
+    return got
+
+
+async def test_write_deadline_cuts_a_client_that_drains_nothing() -> None:
+    # Buffer big enough that only the deadline (0.2 s without progress) can cut it.
+    cfg = config(buffer_bytes=64 * MIB, write_timeout=0.2)
+    async with open_gateway(cfg) as gw:
+        stuck = await stuck_client(gw, "stuck")
+        for n in range(16 * MIB // len(PAYLOAD)):
+            gw.push("user:stuck", [n, PAYLOAD])
+        await wait_until(lambda: gw.statistics().disconnects.get("slow_consumer") == 1)
+        await read_until_closed(stuck)
+        stats = gw.statistics()
+        assert stats.disconnects["slow_consumer"] == 1 and stats.connections == 0
+
+
+async def test_liveness_does_not_wait_behind_blocked_writes() -> None:
+    # The client never reads and never sends: its writes are stuck (drop-newest keeps it
+    # connected, the write deadline is far away), yet the idle timeout still fires on time.
+    cfg = config(overflow="drop-newest", heartbeat=0.1, write_timeout=60.0)
+    async with open_gateway(cfg) as gw:
+        stuck = await stuck_client(gw, "stuck")
+        for n in range(8 * MIB // len(PAYLOAD)):
+            gw.push("user:stuck", [n, PAYLOAD])
+        assert gw.statistics().buffered_bytes > 0
+        await wait_until(lambda: gw.statistics().disconnects.get("idle_timeout") == 1)
+        await read_until_closed(stuck)
