@@ -1,0 +1,232 @@
+"""Shared pieces of the gateway benchmarks: client load in worker processes.
+
+Workers are separate processes (spawned, each on its own uvloop) that open many TCP
+connections, say hello, and count the lines they receive; the benchmark process drives them
+over pipes. Timestamps are `time.monotonic()`, which is one system-wide clock on Linux, so a
+worker's "done at" and the server's "started at" can be compared directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+CONNECT_CONCURRENCY = 200
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    with open(f"/proc/{pid or os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# -- worker side ---------------------------------------------------------------------------
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.lines = 0
+        self.target = -1
+        self.reached: asyncio.Future[float] | None = None
+        self.latency = False
+        self.latencies: list[float] = []
+
+    def add(self, n: int) -> None:
+        self.lines += n
+        if self.reached is not None and self.lines >= self.target and not self.reached.done():
+            self.reached.set_result(time.monotonic())
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self, counter: _Counter) -> None:
+        self.counter = counter
+        self.partial = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        counter = self.counter
+        if counter.latency:
+            now = time.monotonic()
+            lines = (self.partial + data).split(b"\n")
+            self.partial = lines.pop()
+            for line in lines:
+                frame = msgspec.json.decode(line)
+                if frame.get("op") == "msg":
+                    counter.latencies.append(now - frame["data"][0])
+            counter.add(len(lines))
+        else:
+            counter.add(data.count(b"\n"))
+
+
+async def _connect(
+    semaphore: asyncio.Semaphore,
+    counter: _Counter,
+    clients: list[_ClientProtocol],
+    address: tuple[str, int],
+    user: int,
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with semaphore:
+        _, proto = await loop.create_connection(lambda: _ClientProtocol(counter), *address)
+        assert proto.transport is not None
+        proto.transport.write(b'{"op":"hello","user":"u%d"}\n' % user)
+        clients.append(proto)
+
+
+async def _worker_main(pipe: multiprocessing.connection.Connection) -> None:
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    loop.add_reader(pipe.fileno(), lambda: commands.put_nowait(pipe.recv()))
+    counter = _Counter()
+    clients: list[_ClientProtocol] = []
+    try:
+        while True:
+            command = await commands.get()
+            op = command[0]
+            if op == "connect":
+                _, host, port, first_user, count = command
+                before = counter.lines
+                semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
+                await asyncio.gather(
+                    *(
+                        _connect(semaphore, counter, clients, (host, port), first_user + i)
+                        for i in range(count)
+                    )
+                )
+                counter.target = before + count  # one welcome each
+                counter.reached = loop.create_future()
+                if counter.lines < counter.target:
+                    await counter.reached
+                pipe.send(("ok",))
+            elif op == "expect":
+                counter.target = counter.lines + command[1]
+                counter.latency = bool(command[2])
+                counter.latencies = []
+                counter.reached = loop.create_future()
+                pipe.send(("armed",))
+                done_at = await counter.reached
+                pipe.send(("done", done_at, counter.latencies))
+            elif op == "close":
+                for client in clients:
+                    if client.transport is not None:
+                        client.transport.close()
+                clients.clear()
+                await asyncio.sleep(0.05)
+                pipe.send(("ok",))
+            elif op == "exit":
+                return
+    finally:
+        loop.remove_reader(pipe.fileno())
+
+
+def _worker_process(pipe: multiprocessing.connection.Connection) -> None:
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(_worker_main(pipe))
+
+
+# -- benchmark side -------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, ctx: Any) -> None:
+        self.pipe, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_process, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+
+    async def recv(self) -> tuple[Any, ...]:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        fd = self.pipe.fileno()
+
+        def readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        reply: tuple[Any, ...] = self.pipe.recv()
+        return reply
+
+    async def call(self, *command: Any) -> tuple[Any, ...]:
+        self.pipe.send(command)
+        return await self.recv()
+
+    def stop(self) -> None:
+        self.pipe.send(("exit",))
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class Pool:
+    """Client load: `size` worker processes sharing the connections evenly."""
+
+    def __init__(self, size: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.workers = [Worker(ctx) for _ in range(size)]
+        self.shares: list[int] = [0] * size
+
+    async def connect(self, address: tuple[str, int], total: int) -> None:
+        base, extra = divmod(total, len(self.workers))
+        self.shares = [base + (i < extra) for i in range(len(self.workers))]
+        first = 0
+        calls = []
+        for worker, share in zip(self.workers, self.shares, strict=True):
+            calls.append(worker.call("connect", address[0], address[1], first, share))
+            first += share
+        await asyncio.gather(*calls)
+
+    async def arm(self, lines_per_conn: int, *, latency: bool = False) -> None:
+        await asyncio.gather(
+            *(
+                w.call("expect", lines_per_conn * share, latency)
+                for w, share in zip(self.workers, self.shares, strict=True)
+            )
+        )
+
+    async def arm_total(self, per_worker: Sequence[int], *, latency: bool = False) -> None:
+        await asyncio.gather(
+            *(w.call("expect", n, latency) for w, n in zip(self.workers, per_worker, strict=True))
+        )
+
+    async def wait_done(self) -> tuple[float, list[float]]:
+        replies = await asyncio.gather(*(w.recv() for w in self.workers))
+        latencies = [x for reply in replies for x in reply[2]]
+        return max(reply[1] for reply in replies), latencies
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(w.call("close") for w in self.workers))
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
