@@ -24,7 +24,7 @@ from . import _inspect
 from ._filters import Ignore, excused
 from ._records import Leak
 from ._report import format_dump
-from ._tracking import Scope, current_scope, origin_of, track, track_threads
+from ._tracking import ORIGIN_ATTR, Scope, current_scope, origin_of, track, track_threads
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -184,8 +184,9 @@ class _Entry:
                 _inspect.inspect_task(task, now)
                 for task in asyncio.all_tasks(self.loop)
                 if task is not self.owner
-                and (origin := origin_of(task)) is not None
-                and contains(origin.scope)
+                # The raw (scope, code, lasti) stamp, read without building an Origin.
+                and (origin := getattr(task, ORIGIN_ATTR, None)) is not None
+                and contains(origin[0])
             )
         if threads:
             found.extend(_scan_threads(now, self._thread_is_ours))

@@ -3,7 +3,7 @@
 A task records its origin in one attribute set by a task factory: the scope
 that was current when it was created (a context variable, so it follows the
 work into child tasks) and the creating frame's code object and line. That is
-a few attribute reads per task, not a traceback: ``bench/leaks_spawn.py``
+a few attribute reads per task, not a traceback: ``bench/leaks_bench.py``
 measures the cost.
 
 Threads get the same record from a wrapper around ``threading.Thread.start``;
@@ -69,11 +69,6 @@ class Origin(NamedTuple):
         return self.code.co_firstlineno
 
 
-# Builds an Origin from a plain tuple without a Python-level __new__ call:
-# the task factory runs for every task.
-_make_origin = functools.partial(tuple.__new__, Origin)
-
-
 def _library_files() -> frozenset[str]:
     # Frames in these files are plumbing between the user's call and the task's
     # birth (asyncio.create_task, TaskGroup.create_task, gather, ...); the
@@ -106,7 +101,10 @@ def _origin_here(depth: int) -> Origin:
 
 
 def origin_of(obj: object) -> Origin | None:
-    return getattr(obj, ORIGIN_ATTR, None)
+    # Tasks carry a plain (scope, code, lasti) tuple: building the named tuple at birth
+    # would cost every task a call; it is built here, when someone looks.
+    raw: tuple[Scope | None, CodeType | None, int] | None = getattr(obj, ORIGIN_ATTR, None)
+    return None if raw is None else Origin._make(raw)
 
 
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
@@ -118,35 +116,53 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
     It runs for every task, so it is a closure with everything it touches bound
     to locals, and it records a code object and a line, not a traceback.
     """
-    new_task: TaskFactory = asyncio.Task if inner is None else inner
     get_frame = sys._getframe
     skip = SKIP_FILES
     get_scope = current_scope.get
-    make_origin = _make_origin
     # Where to start looking for the creator: above asyncio's own Python
     # loop.create_task when there is one (uvloop's is compiled, so no frame).
     depth = 2 if hasattr(loop.create_task, "__code__") else 1
 
-    def tracking_factory(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: Any = None
-    ) -> asyncio.Future[Any]:
-        if inner is None:
-            task = new_task(coro, loop=loop, context=context)
-        elif context is None:
-            task = new_task(loop, coro)
-        else:
-            task = new_task(loop, coro, context=context)
-        frame: FrameType | None = get_frame(depth)
+    def stamp(task: asyncio.Future[Any]) -> None:
+        frame: FrameType | None = get_frame(depth + 1)
         while frame is not None and frame.f_code.co_filename in skip:
             frame = frame.f_back
-        scope = get_scope()
         if frame is None:
-            task._tidegate_origin = make_origin((scope, None, 0))  # type: ignore[attr-defined]
+            task._tidegate_origin = (get_scope(), None, 0)  # type: ignore[attr-defined]
         else:
-            task._tidegate_origin = make_origin(  # type: ignore[attr-defined]
-                (scope, frame.f_code, frame.f_lasti)
+            task._tidegate_origin = (  # type: ignore[attr-defined]
+                get_scope(),
+                frame.f_code,
+                frame.f_lasti,
             )
-        return task
+
+    if inner is None:
+        new_task = asyncio.Task
+
+        def tracking_factory(
+            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: Any = None
+        ) -> asyncio.Future[Any]:
+            # stamp(), inlined: this is the path every task of a plain loop takes.
+            task = new_task(coro, loop=loop, context=context)
+            frame: FrameType | None = get_frame(depth)
+            while frame is not None and frame.f_code.co_filename in skip:
+                frame = frame.f_back
+            if frame is None:
+                task._tidegate_origin = (get_scope(), None, 0)  # type: ignore[attr-defined]
+            else:
+                origin = (get_scope(), frame.f_code, frame.f_lasti)
+                task._tidegate_origin = origin  # type: ignore[attr-defined]
+            return task
+
+    else:
+        wrapped = inner
+
+        def tracking_factory(
+            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: Any = None
+        ) -> asyncio.Future[Any]:
+            task = wrapped(loop, coro) if context is None else wrapped(loop, coro, context=context)
+            stamp(task)
+            return task
 
     tracking_factory.inner = inner  # type: ignore[attr-defined]
     return tracking_factory
