@@ -1,0 +1,280 @@
+"""Prometheus metrics, read at scrape time from a stats callable.
+
+The gateway's hot path only bumps plain integers. ``GatewayCollector`` calls the stats provider
+once per scrape and turns the figures into metric families; process figures (tasks, threads,
+open fds, RSS) are measured at that moment too. The two histograms (push-to-write latency, event
+loop lag) are real ``prometheus_client.Histogram``\\ s, observed where the time is measured.
+
+Everything lives in an ``OpsMetrics`` object with its own ``CollectorRegistry``; nothing is put
+in prometheus_client's global registry, so two gateways in one process (tests) never collide.
+
+The stats provider returns a ``Stats`` mapping. Known keys (all optional; a missing key leaves
+its metric out of the exposition, unknown keys are ignored):
+
+==================  ==========  ==================================================  ===========
+key                 value       metric                                              type
+==================  ==========  ==================================================  ===========
+connections         number      tidegate_connections                                gauge
+handshaking         number      tidegate_connections_handshaking                    gauge
+closing             number      tidegate_connections_closing                        gauge
+users               number      tidegate_users                                      gauge
+rooms               number      tidegate_rooms                                      gauge
+buffered_bytes      number      tidegate_buffered_bytes                             gauge
+max_buffered_bytes  number      tidegate_connection_buffered_bytes_max              gauge
+accepted            number      tidegate_connections_accepted_total                 counter
+deliveries          number      tidegate_deliveries_total                           counter
+pushes              {ingress}   tidegate_pushes_total{ingress="udp|http|..."}       counter
+pushes_by_target    {kind}      tidegate_pushes_by_target_total{target="user|.."}   counter
+drops               {reason}    tidegate_drops_total{reason="drop-oldest|..."}      counter
+disconnects         {reason}    tidegate_disconnects_total{reason="idle_timeout|.."} counter
+rejections          {reason}    tidegate_ingress_rejections_total{reason="..."}     counter
+tasks               number      tidegate_tasks (default: measured, see below)       gauge
+threads             number      tidegate_threads (default: measured)                gauge
+open_fds            number      tidegate_open_fds (default: measured)               gauge
+rss_bytes           number      tidegate_resident_memory_bytes (default: measured)  gauge
+==================  ==========  ==================================================  ===========
+
+``stats_from_snapshot(gateway.statistics())`` adapts the gateway's frozen statistics dataclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import resource
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "LAG_BUCKETS",
+    "LATENCY_BUCKETS",
+    "GatewayCollector",
+    "OpsMetrics",
+    "ProcessStats",
+    "Stats",
+    "StatsProvider",
+    "process_stats",
+    "stats_from_snapshot",
+]
+
+Stats = Mapping[str, float | Mapping[str, float]]
+StatsProvider = Callable[[], Stats]
+
+# key -> (metric name, help)
+_GAUGES: Final = {
+    "connections": ("tidegate_connections", "Live client connections, handshake included."),
+    "handshaking": ("tidegate_connections_handshaking", "Connections that have not sent hello."),
+    "closing": ("tidegate_connections_closing", "Connections flushing their last error frame."),
+    "users": ("tidegate_users", "Distinct users with at least one connection."),
+    "rooms": ("tidegate_rooms", "Rooms with at least one member."),
+    "buffered_bytes": (
+        "tidegate_buffered_bytes",
+        "Outbound bytes held for all connections (gateway buffers and transports).",
+    ),
+    "max_buffered_bytes": (
+        "tidegate_connection_buffered_bytes_max",
+        "Outbound bytes held for the single most backlogged connection.",
+    ),
+}
+_COUNTERS: Final = {
+    "accepted": ("tidegate_connections_accepted", "TCP connections accepted."),
+    "deliveries": ("tidegate_deliveries", "Message frames queued to a connection."),
+}
+# key -> (metric name, label, help)
+_LABELLED: Final = {
+    "pushes": ("tidegate_pushes", "ingress", "Pushes accepted, by ingress."),
+    "pushes_by_target": (
+        "tidegate_pushes_by_target",
+        "target",
+        "Pushes accepted, by target kind (user, room, all).",
+    ),
+    "drops": ("tidegate_drops", "reason", "Message frames discarded by the overflow policy."),
+    "disconnects": (
+        "tidegate_disconnects",
+        "reason",
+        "Connections ended, by error code or peer_eof / peer_reset.",
+    ),
+    "rejections": (
+        "tidegate_ingress_rejections",
+        "reason",
+        "Pushes refused at ingress, by reason; nothing was delivered.",
+    ),
+}
+_PROCESS: Final = {
+    "tasks": ("tidegate_tasks", "Live asyncio tasks in the gateway's event loop."),
+    "threads": ("tidegate_threads", "Live Python threads in the process."),
+    "open_fds": ("tidegate_open_fds", "Open file descriptors of the process."),
+    "rss_bytes": ("tidegate_resident_memory_bytes", "Resident set size of the process."),
+}
+
+LATENCY_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+)  # fmt: skip
+LAG_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStats:
+    """Process figures at one instant. ``tasks`` is None outside the loop (and without one)."""
+
+    tasks: int | None
+    threads: int
+    open_fds: int | None
+    rss_bytes: int | None
+
+
+def _count_fds() -> int | None:
+    for directory in ("/proc/self/fd", "/dev/fd"):
+        try:
+            # listdir opens the directory itself, which shows up in the listing.
+            return max(len(os.listdir(directory)) - 1, 0)
+        except OSError:
+            continue
+    return None
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            resident_pages = int(statm.read().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    # Fallback (macOS, BSD): the peak, not the current size; KiB on Linux, bytes on macOS.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _count_tasks(loop: asyncio.AbstractEventLoop | None) -> int | None:
+    try:
+        return len(asyncio.all_tasks())  # called inside the loop, the usual case
+    except RuntimeError:
+        pass
+    if loop is None or loop.is_closed():
+        return None
+    # From another thread: all_tasks iterates a WeakSet and retries if it changes meanwhile.
+    return len(asyncio.all_tasks(loop))
+
+
+def process_stats(loop: asyncio.AbstractEventLoop | None = None) -> ProcessStats:
+    """Tasks of the running loop (or of ``loop``), threads, open fds and RSS, measured now."""
+    return ProcessStats(
+        tasks=_count_tasks(loop),
+        threads=threading.active_count(),
+        open_fds=_count_fds(),
+        rss_bytes=_rss_bytes(),
+    )
+
+
+def stats_from_snapshot(snapshot: object) -> dict[str, float | Mapping[str, float]]:
+    """Adapt a frozen statistics dataclass (``Gateway.statistics()``) to ``Stats``: numeric
+    fields stay numbers, mapping fields stay mappings, anything else is dropped."""
+    if not dataclasses.is_dataclass(snapshot) or isinstance(snapshot, type):
+        raise TypeError(f"expected a dataclass instance, got {type(snapshot).__name__}")
+    out: dict[str, float | Mapping[str, float]] = {}
+    for field in dataclasses.fields(snapshot):
+        value = getattr(snapshot, field.name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            out[field.name] = value
+        elif isinstance(value, Mapping):
+            out[field.name] = {str(k): v for k, v in value.items() if isinstance(v, int | float)}
+    return out
+
+
+def _scalar(stats: Stats, key: str) -> float | None:
+    value = stats.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+class GatewayCollector(Collector):
+    """A custom collector: calls ``stats()`` once per scrape; see the module docstring."""
+
+    def __init__(
+        self, stats: StatsProvider, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        self._stats = stats
+        self._loop = loop
+
+    def describe(self) -> Iterator[Metric]:
+        # Lets the registry check names at registration without calling the provider.
+        for name, doc in (*_GAUGES.values(), *_PROCESS.values()):
+            yield GaugeMetricFamily(name, doc)
+        for name, doc in _COUNTERS.values():
+            yield CounterMetricFamily(name, doc)
+        for name, label, doc in _LABELLED.values():
+            yield CounterMetricFamily(name, doc, labels=[label])
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        for key, (name, doc) in _GAUGES.items():
+            value = _scalar(stats, key)
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
+        for key, (name, doc) in _COUNTERS.items():
+            value = _scalar(stats, key)
+            if value is not None:
+                yield CounterMetricFamily(name, doc, value=value)
+        for key, (name, label, doc) in _LABELLED.items():
+            values = stats.get(key)
+            if not isinstance(values, Mapping):
+                continue
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for label_value, count in sorted(values.items()):
+                family.add_metric([str(label_value)], float(count))
+            yield family
+        measured = process_stats(self._loop)
+        for key, (name, doc) in _PROCESS.items():
+            value = _scalar(stats, key)
+            if value is None:
+                raw = getattr(measured, key)
+                value = None if raw is None else float(raw)
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
+
+
+class OpsMetrics:
+    """The gateway's registry: the stats collector plus the two histograms.
+
+    ``push_latency.observe(seconds)`` from push accepted to bytes handed to the transport;
+    ``loop_lag`` is observed by the ``Watchdog``.
+    """
+
+    def __init__(
+        self, stats: StatsProvider, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        self.stats = stats
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.collector = GatewayCollector(stats, loop=loop)
+        self.registry.register(self.collector)
+        self.push_latency = Histogram(
+            "tidegate_push_write_latency_seconds",
+            "Time from a push being accepted to its frame being written to a client transport.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "tidegate_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time it could not serve anything else.",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)

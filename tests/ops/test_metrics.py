@@ -1,0 +1,156 @@
+"""/metrics: the exposition parses with the official parser and follows the stats provider."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from tidegate.gateway.stats import GatewayStatistics
+from tidegate.ops.metrics import OpsMetrics, Stats, process_stats, stats_from_snapshot
+
+
+class FakeStats:
+    """A stats provider whose figures a test changes between scrapes; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.values: dict[str, float | Mapping[str, float]] = {
+            "connections": 3,
+            "handshaking": 1,
+            "buffered_bytes": 2048,
+            "accepted": 10,
+            "deliveries": 5,
+            "pushes": {"udp": 4, "http": 1},
+            "pushes_by_target": {"user": 2, "room": 3},
+            "drops": {},
+            "disconnects": {"idle_timeout": 2},
+            "rejections": {"bad_signature": 7},
+        }
+
+    def __call__(self) -> Stats:
+        self.calls += 1
+        return dict(self.values)
+
+
+def scrape(metrics: OpsMetrics) -> dict[str, list[Sample]]:
+    text = metrics.exposition().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
+    for family in samples.values():
+        for sample in family:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    raise AssertionError(f"no sample {name}{labels}")
+
+
+def test_values_follow_the_stats_provider() -> None:
+    stats = FakeStats()
+    metrics = OpsMetrics(stats)
+    assert stats.calls == 0  # registering does not call the provider; scrapes do
+
+    first = scrape(metrics)
+    assert stats.calls == 1
+    assert value(first, "tidegate_connections") == 3
+    assert value(first, "tidegate_connections_handshaking") == 1
+    assert value(first, "tidegate_buffered_bytes") == 2048
+    assert value(first, "tidegate_connections_accepted_total") == 10
+    assert value(first, "tidegate_deliveries_total") == 5
+    assert value(first, "tidegate_pushes_total", ingress="udp") == 4
+    assert value(first, "tidegate_pushes_total", ingress="http") == 1
+    assert value(first, "tidegate_pushes_by_target_total", target="room") == 3
+    assert value(first, "tidegate_disconnects_total", reason="idle_timeout") == 2
+    assert value(first, "tidegate_ingress_rejections_total", reason="bad_signature") == 7
+    assert first["tidegate_drops"] == []  # declared, no label values yet
+
+    stats.values["connections"] = 4
+    stats.values["deliveries"] = 9
+    stats.values["pushes"] = {"udp": 6, "http": 1}
+    stats.values["drops"] = {"drop-oldest": 1}
+    second = scrape(metrics)
+    assert value(second, "tidegate_connections") == 4
+    assert value(second, "tidegate_deliveries_total") == 9
+    assert value(second, "tidegate_pushes_total", ingress="udp") == 6
+    assert value(second, "tidegate_drops_total", reason="drop-oldest") == 1
+
+
+def test_types_and_names_follow_prometheus_conventions() -> None:
+    metrics = OpsMetrics(FakeStats())
+    text = metrics.exposition().decode()
+    types = {family.name: family.type for family in text_string_to_metric_families(text)}
+    for name, kind in types.items():
+        assert name.startswith("tidegate_"), name
+        if kind == "counter":
+            assert f"{name}_total" in text, name
+    assert types["tidegate_connections"] == "gauge"
+    assert types["tidegate_pushes"] == "counter"
+    assert types["tidegate_push_write_latency_seconds"] == "histogram"
+    assert types["tidegate_event_loop_lag_seconds"] == "histogram"
+    assert types["tidegate_resident_memory_bytes"] == "gauge"
+
+
+def test_histograms_count_observations() -> None:
+    metrics = OpsMetrics(FakeStats())
+    metrics.push_latency.observe(0.0003)
+    metrics.push_latency.observe(0.2)
+    metrics.loop_lag.observe(0.002)
+    samples = scrape(metrics)
+    assert value(samples, "tidegate_push_write_latency_seconds_count") == 2
+    assert value(samples, "tidegate_push_write_latency_seconds_bucket", le="0.0005") == 1
+    assert value(samples, "tidegate_push_write_latency_seconds_bucket", le="+Inf") == 2
+    assert value(samples, "tidegate_event_loop_lag_seconds_count") == 1
+
+
+async def test_process_figures_are_measured_at_scrape_time() -> None:
+    stats = FakeStats()
+    metrics = OpsMetrics(stats)
+    samples = scrape(metrics)
+    assert value(samples, "tidegate_tasks") >= 1  # this test's own task at least
+    assert value(samples, "tidegate_threads") >= 1
+    assert value(samples, "tidegate_open_fds") > 0
+    assert value(samples, "tidegate_resident_memory_bytes") > 1024 * 1024
+    stats.values["tasks"] = 12345  # a provider may supply them itself
+    assert value(scrape(metrics), "tidegate_tasks") == 12345
+
+
+def test_process_stats_outside_a_loop() -> None:
+    figures = process_stats()
+    assert figures.tasks is None
+    assert figures.threads >= 1
+    assert figures.rss_bytes is not None and figures.rss_bytes > 0
+
+
+def test_registries_are_independent() -> None:
+    one, two = OpsMetrics(FakeStats()), OpsMetrics(FakeStats())
+    one.push_latency.observe(1.0)
+    assert value(scrape(two), "tidegate_push_write_latency_seconds_count") == 0
+
+
+def test_adapts_the_gateway_statistics_snapshot() -> None:
+    snapshot = GatewayStatistics(
+        connections=2,
+        handshaking=0,
+        closing=1,
+        accepted=8,
+        users=2,
+        rooms=1,
+        pushes=MappingProxyType({"udp": 3}),
+        pushes_by_target=MappingProxyType({"all": 3}),
+        deliveries=6,
+        drops=MappingProxyType({}),
+        disconnects=MappingProxyType({"peer_eof": 6}),
+        rejections=MappingProxyType({"replay": 1}),
+        buffered_bytes=0,
+        max_buffered_bytes=0,
+    )
+    samples = scrape(OpsMetrics(lambda: stats_from_snapshot(snapshot)))
+    assert value(samples, "tidegate_connections") == 2
+    assert value(samples, "tidegate_connections_closing") == 1
+    assert value(samples, "tidegate_users") == 2
+    assert value(samples, "tidegate_pushes_by_target_total", target="all") == 3
+    assert value(samples, "tidegate_disconnects_total", reason="peer_eof") == 6
+    assert value(samples, "tidegate_ingress_rejections_total", reason="replay") == 1
