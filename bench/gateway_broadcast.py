@@ -49,6 +49,7 @@ async def run(n: int, messages: int, pool: Pool, repeat: int) -> dict[str, float
         tcp=("127.0.0.1", 0),
         udp=None,
         admin=None,
+        http=None,
         max_conns=n + 16,
         handshake_timeout=120,
         heartbeat=600,

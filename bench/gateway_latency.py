@@ -28,6 +28,7 @@ async def run(conns: int, rate: float, seconds: float, workers: int) -> dict[str
         tcp=("127.0.0.1", 0),
         udp=("127.0.0.1", 0),
         admin=None,
+        http=None,
         max_conns=conns + 16,
         handshake_timeout=120,
         heartbeat=600,

@@ -23,6 +23,7 @@ async def run(conns: int, workers: int) -> dict[str, float]:
         tcp=("127.0.0.1", 0),
         udp=None,
         admin=None,
+        http=None,
         max_conns=conns + 16,
         handshake_timeout=120,
         heartbeat=600,

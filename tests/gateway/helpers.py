@@ -10,9 +10,11 @@ import contextlib
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import msgspec
 
 from tidegate.gateway import Config
@@ -24,6 +26,7 @@ BASE = Config(
     tcp=("127.0.0.1", 0),
     udp=("127.0.0.1", 0),
     admin=None,
+    http=None,
     shutdown_timeout=2.0,
     close_linger=1.0,
 )
@@ -141,3 +144,19 @@ async def wait_until(predicate: Any, timeout: float = TIMEOUT, what: str = "cond
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+@contextlib.asynccontextmanager
+async def http_session(**headers: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client that closes each connection after its response, so no server-side
+    keep-alive handler outlives the test's leak check."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(
+        connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT)
+    ) as session:
+        yield session
+
+
+def url(address: tuple[str, int] | None, path: str) -> str:
+    assert address is not None
+    return f"http://{address[0]}:{address[1]}{path}"

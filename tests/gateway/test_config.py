@@ -16,6 +16,7 @@ def test_defaults_bind_loopback() -> None:
     assert config.tcp == ("127.0.0.1", 7400)
     assert config.udp == ("127.0.0.1", 7401)
     assert config.admin == ("127.0.0.1", 7402)
+    assert config.http == ("127.0.0.1", 7403)
     assert (config.max_conns, config.max_line, config.max_rooms) == (10_000, 65_536, 128)
     assert (config.buffer_bytes, config.overflow, config.write_timeout) == (
         1 << 20,

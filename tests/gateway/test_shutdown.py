@@ -62,7 +62,7 @@ async def test_shutdown_does_not_wait_for_a_client_that_never_reads() -> None:
 async def read_listening(proc: asyncio.subprocess.Process) -> dict[str, tuple[str, int]]:
     assert proc.stdout is not None
     found: dict[str, tuple[str, int]] = {}
-    while len(found) < 3:
+    while len(found) < 4:
         line = (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode()
         assert line, "tidegate exited before listening"
         if " listening on " in line:
@@ -85,10 +85,13 @@ async def test_tidegate_serve_process_end_to_end() -> None:
         "127.0.0.1:0",
         "--admin",
         "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    client: Client | None = None
     try:
         where = await read_listening(proc)
         assert all(port > 0 for _, port in where.values())
@@ -102,6 +105,17 @@ async def test_tidegate_serve_process_end_to_end() -> None:
         assert (await client.recv())["id"] == "x"
         status, count = await http_get(where["admin"], "/_count")
         assert status == 200 and int(count) >= 1
+        # SIGUSR1: the whole process dumped to stderr, Go SIGQUIT style, and it keeps serving.
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.stderr is not None
+        dump = b""
+        while b"created by Watchdog.start" not in dump:
+            line = await asyncio.wait_for(proc.stderr.readline(), TIMEOUT)
+            assert line, "tidegate exited instead of dumping"
+            if line.startswith(b"=== tidegate dump") or dump:
+                dump += line
+        assert b"tasks" in dump and b"thread MainThread" in dump
+        await client.roundtrip()
         proc.send_signal(signal.SIGTERM)
         await client.expect_error_and_close("server_shutdown")
         out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
@@ -111,6 +125,8 @@ async def test_tidegate_serve_process_end_to_end() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        if client is not None:
+            await client.close()
 
 
 def _now() -> int:
@@ -128,6 +144,8 @@ async def test_serve_refuses_unsigned_udp_beyond_loopback() -> None:
         "--tcp",
         "off",
         "--admin",
+        "off",
+        "--http",
         "off",
         env={k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")},
         stdout=asyncio.subprocess.PIPE,

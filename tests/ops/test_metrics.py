@@ -144,6 +144,7 @@ def test_adapts_the_gateway_statistics_snapshot() -> None:
         drops=MappingProxyType({}),
         disconnects=MappingProxyType({"peer_eof": 6}),
         rejections=MappingProxyType({"replay": 1}),
+        auth_failures=MappingProxyType({"expired": 2}),
         buffered_bytes=0,
         max_buffered_bytes=0,
     )
@@ -154,3 +155,4 @@ def test_adapts_the_gateway_statistics_snapshot() -> None:
     assert value(samples, "tidegate_pushes_by_target_total", target="all") == 3
     assert value(samples, "tidegate_disconnects_total", reason="peer_eof") == 6
     assert value(samples, "tidegate_ingress_rejections_total", reason="replay") == 1
+    assert value(samples, "tidegate_auth_failures_total", reason="expired") == 2

@@ -1,9 +1,17 @@
-"""Hello authentication: plain user names (auth off) or HS256 JWTs (auth on)."""
+"""Hello authentication: plain user names (auth off) or HS256 JWTs (auth on).
+
+The token rules live in `tidegate.auth`; this module only adapts them to the protocol core's
+`Authenticate` callback, turning an `AuthError` into the core's `AuthFailed` (an error frame
+`auth_failed` for the peer) and counting refusals by reason.
+"""
 
 from __future__ import annotations
 
-import jwt
+import time
+from collections import Counter
+from collections.abc import Callable
 
+from tidegate.auth import AuthError, verify_token
 from tidegate.protocol import AuthFailed, Hello, Identity
 from tidegate.protocol.connection import Authenticate
 
@@ -16,31 +24,32 @@ def _trust_user(hello: Hello) -> Identity:
     return Identity(hello.user)
 
 
-def make_authenticator(jwt_secret: str | None) -> Authenticate:
-    """The callback the protocol core calls on hello. PyJWT reads the wall clock itself."""
+def make_authenticator(
+    jwt_secret: str | None,
+    *,
+    refusals: Counter[str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Authenticate:
+    """The callback the protocol core calls on hello.
+
+    Without a secret, `user` is trusted (loopback-only dev setups; `Config.check_startable`
+    enforces that). With one, `token` must be a valid HS256 JWT; `refusals` counts refused
+    tokens by `AuthError.reason`.
+    """
     if jwt_secret is None:
         return _trust_user
-    key = jwt_secret
+    secret = jwt_secret
+    counts: Counter[str] = Counter() if refusals is None else refusals
 
-    def verify_token(hello: Hello) -> Identity:
+    def authenticate_token(hello: Hello) -> Identity:
         if hello.token is None:
+            counts["missing_token"] += 1
             raise AuthFailed("hello needs `token`")
         try:
-            claims = jwt.decode(
-                hello.token, key, algorithms=["HS256"], options={"require": ["sub", "exp"]}
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthFailed("token expired") from None
-        except jwt.PyJWTError as exc:
-            raise AuthFailed(f"invalid token: {exc}") from None
-        user = claims["sub"]
-        rooms = claims.get("rooms")
-        if not isinstance(user, str) or not user:
-            raise AuthFailed("`sub` must be a non-empty string")
-        if rooms is None:
-            return Identity(user)
-        if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
-            raise AuthFailed("`rooms` must be a list of names")
-        return Identity(user, frozenset(rooms))
+            claims = verify_token(hello.token, secret, now=clock())
+        except AuthError as exc:
+            counts[exc.reason] += 1
+            raise AuthFailed(f"{exc.reason}: {exc}") from None
+        return Identity(claims.user, claims.rooms)
 
-    return verify_token
+    return authenticate_token

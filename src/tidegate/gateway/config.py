@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 __all__ = ["OVERFLOW_POLICIES", "Address", "Config", "ConfigError", "is_loopback", "load_config"]
 
 Address = tuple[str, int]
+LISTENERS: Final = ("tcp", "udp", "admin", "http")
 Overflow = Literal["disconnect", "drop-oldest", "drop-newest"]
 OVERFLOW_POLICIES: Final[tuple[Overflow, ...]] = ("disconnect", "drop-oldest", "drop-newest")
 
@@ -38,8 +39,13 @@ class Config:
     tcp: Address | None = ("127.0.0.1", 7400)
     udp: Address | None = ("127.0.0.1", 7401)
     admin: Address | None = ("127.0.0.1", 7402)
+    http: Address | None = ("127.0.0.1", 7403)  # POST /v1/push
     secret: str | None = None  # UDP HMAC-SHA256 key; required to bind UDP beyond loopback
     jwt_secret: str | None = None  # HS256 key; when set, hello must carry a token
+    api_key: str | None = None  # bearer key of POST /v1/push; required beyond loopback
+    admin_token: str | None = None  # bearer token of the admin routes; required beyond loopback
+    max_body: int = 1024 * 1024  # largest HTTP push body (a batch included)
+    block_threshold: float = 0.25  # the loop watchdog reports a loop blocked this long
     max_conns: int = 10_000
     handshake_timeout: float = 5.0
     heartbeat: float = 25.0
@@ -55,7 +61,14 @@ class Config:
     replay_capacity: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("max_conns", "max_line", "max_rooms", "buffer_bytes", "replay_capacity"):
+        for name in (
+            "max_conns",
+            "max_line",
+            "max_rooms",
+            "buffer_bytes",
+            "replay_capacity",
+            "max_body",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(
@@ -72,6 +85,7 @@ class Config:
             "shutdown_timeout",
             "close_linger",
             "replay_window",
+            "block_threshold",
         ):
             _check_seconds(name, getattr(self, name))
         if self.idle_timeout is not None:
@@ -81,7 +95,7 @@ class Config:
                 f"overflow: expected one of {', '.join(OVERFLOW_POLICIES)}, got {self.overflow!r}",
                 option="overflow",
             )
-        for name in ("tcp", "udp", "admin"):
+        for name in LISTENERS:
             address = getattr(self, name)
             if address is not None and not (
                 isinstance(address, tuple)
@@ -97,13 +111,39 @@ class Config:
         return self.idle_timeout if self.idle_timeout is not None else 2 * self.heartbeat
 
     def check_startable(self) -> None:
-        """Refuse configurations the contract forbids at startup."""
-        if self.udp is not None and not self.secret and not is_loopback(self.udp[0]):
-            raise ConfigError(
-                f"udp: refusing to bind {self.udp[0]}:{self.udp[1]} without a secret; unsigned "
-                "pushes are only accepted on loopback. Set --secret / TIDEGATE_SECRET or bind "
-                "127.0.0.1."
-            )
+        """Refuse configurations the contract forbids at startup: every listener that lets
+        someone in without a credential may only bind loopback."""
+        for name, credential, missing, what, how in (
+            ("udp", self.secret, "a secret", "unsigned pushes", "--secret / TIDEGATE_SECRET"),
+            (
+                "tcp",
+                self.jwt_secret,
+                "a JWT secret",
+                "clients without a token",
+                "--jwt-secret / TIDEGATE_JWT_SECRET",
+            ),
+            (
+                "http",
+                self.api_key,
+                "an API key",
+                "pushes without a key",
+                "--api-key / TIDEGATE_API_KEY",
+            ),
+            (
+                "admin",
+                self.admin_token,
+                "an admin token",
+                "admin requests without a token",
+                "--admin-token / TIDEGATE_ADMIN_TOKEN",
+            ),
+        ):
+            address: Address | None = getattr(self, name)
+            if address is not None and not credential and not is_loopback(address[0]):
+                raise ConfigError(
+                    f"{name}: refusing to bind {address[0]}:{address[1]} without {missing}; "
+                    f"{what} are only accepted on loopback. Set {how} or bind 127.0.0.1.",
+                    option=name,
+                )
 
 
 def _check_seconds(name: str, value: object) -> None:
@@ -167,8 +207,13 @@ _PARSERS: Final[dict[str, Callable[[str], object]]] = {
     "tcp": parse_address,
     "udp": parse_address,
     "admin": parse_address,
+    "http": parse_address,
     "secret": _optional_text,
     "jwt_secret": _optional_text,
+    "api_key": _optional_text,
+    "admin_token": _optional_text,
+    "max_body": _positive_int,
+    "block_threshold": _seconds,
     "max_conns": _positive_int,
     "handshake_timeout": _seconds,
     "heartbeat": _seconds,
@@ -197,7 +242,7 @@ def _from_text(name: str, text: str, source: str) -> object:
 def _from_toml(name: str, value: object, source: str) -> object:
     if isinstance(value, str):
         return _from_text(name, value, source)
-    if name in ("tcp", "udp", "admin"):
+    if name in LISTENERS:
         raise ConfigError(f'{source}: expected a "HOST:PORT" string, got {value!r}')
     if isinstance(value, bool):
         raise ConfigError(f"{source}: expected a number, got {value!r}")

@@ -1,10 +1,12 @@
 """`Gateway`: owns the listeners, the connections, the sweeper, and the fan-out entry points.
 
-Ownership: the gateway owns exactly one long-lived task, the accept controller (it resumes
+Ownership: the gateway owns one long-lived task of its own, the accept controller (it resumes
 accepting after a pause, which needs an await); `close()` cancels and awaits it. Timers are
 one `call_later` chain (the sweeper) and one `call_soon` per loop turn (the flush); both are
-cancelled in `close()`. No task per connection, per push or per recipient. The aiohttp admin
-app, when enabled, is owned through its `AppRunner` and cleaned up in `close()`.
+cancelled in `close()`. No task per connection, per push or per recipient. The aiohttp apps
+(HTTP ingress, admin) are owned through their `AppRunner`s, and the loop watchdog (a ticker
+task and a monitor thread, with the admin app) through its `close()`; all are closed in
+`close()`.
 """
 
 from __future__ import annotations
@@ -14,19 +16,24 @@ import contextlib
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import msgspec
+from aiohttp import web
 
+from tidegate.gateway.admin import build_admin_app, gateway_metrics
 from tidegate.gateway.auth import make_authenticator
 from tidegate.gateway.config import Address, Config, Overflow
 from tidegate.gateway.fanout import fan_out
+from tidegate.gateway.http import build_push_app
 from tidegate.gateway.listener import TcpListener
 from tidegate.gateway.registry import Registry
 from tidegate.gateway.stats import Counters, GatewayStatistics
 from tidegate.gateway.tcp import ClientProtocol
 from tidegate.gateway.udp import PushDatagramProtocol
+from tidegate.ops import Watchdog
 from tidegate.protocol import (
     DatagramVerifier,
     ErrorCode,
@@ -40,9 +47,6 @@ from tidegate.protocol import (
 )
 from tidegate.protocol.connection import Authenticate
 from tidegate.protocol.errors import UsageError
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 __all__ = ["Gateway", "PushResult", "open_gateway"]
 
@@ -74,7 +78,15 @@ class Gateway:
             heartbeat=config.heartbeat,
             idle_timeout=config.effective_idle_timeout,
         )
-        self.authenticate: Authenticate = make_authenticator(config.jwt_secret)
+        self.authenticate: Authenticate = make_authenticator(
+            config.jwt_secret, refusals=self.counters.auth_failures
+        )
+        self.metrics = gateway_metrics(self)
+        # perf_counter() of each push that reached someone this turn; the flush at the end
+        # of the turn has written all of their frames (or queued them behind flow control).
+        self._push_marks: list[float] = []
+        self._observe_latency = self.metrics.push_latency.observe
+        self.watchdog: Watchdog | None = None
         self.buffer_bytes = config.buffer_bytes
         self.overflow: Overflow = config.overflow
         self.write_timeout = config.write_timeout
@@ -106,12 +118,13 @@ class Gateway:
         self.accept_high_water = config.max_conns + margin
         self.accept_low_water = max(config.max_conns - margin, 0)
         self._udp_transport: asyncio.DatagramTransport | None = None
-        self._admin_runner: web.AppRunner | None = None
+        self._web_runners: list[web.AppRunner] = []
         self._all_gone: asyncio.Future[None] | None = None
         self._state = "new"
         self.tcp_address: Address | None = None
         self.udp_address: Address | None = None
         self.admin_address: Address | None = None
+        self.http_address: Address | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -135,31 +148,42 @@ class Gateway:
             if config.udp is not None:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: PushDatagramProtocol(
-                        verifier=self._verifier, deliver=self._deliver, counters=self.counters
+                        verifier=self._verifier, deliver=self.deliver, counters=self.counters
                     ),
                     local_addr=config.udp,
                 )
                 self._udp_transport = transport
                 self.udp_address = _bound(transport.get_extra_info("sockname"))
+            if config.http is not None:
+                app = build_push_app(self, api_key=config.api_key, max_body=config.max_body)
+                self.http_address = await self._serve_web(app, config.http)
             if config.admin is not None:
-                await self._start_admin(config.admin)
+                self.watchdog = Watchdog(
+                    threshold=config.block_threshold, lag_histogram=self.metrics.loop_lag
+                )
+                self.watchdog.start()
+                app = build_admin_app(
+                    self, self.metrics, watchdog=self.watchdog, admin_token=config.admin_token
+                )
+                self.admin_address = await self._serve_web(app, config.admin)
         except BaseException:
             await self.close()
             raise
         self._schedule_sweep()
         self._state = "running"
 
-    async def _start_admin(self, address: Address) -> None:
-        from aiohttp import web
-
-        from tidegate.gateway.admin import build_admin_app
-
-        runner = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)
+    async def _serve_web(self, app: web.Application, address: Address) -> Address:
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.config.shutdown_timeout,
+        )
         await runner.setup()
-        self._admin_runner = runner
+        self._web_runners.append(runner)
         site = web.TCPSite(runner, address[0], address[1], reuse_address=True)
         await site.start()
-        self.admin_address = _bound(runner.addresses[0])
+        return _bound(runner.addresses[-1])
 
     async def close(self) -> None:
         """Graceful shutdown: stop accepting, `server_shutdown` to everyone, flush with a
@@ -193,13 +217,19 @@ class Gateway:
             self._sweep_handle.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if self._admin_runner is not None:
-            await self._admin_runner.cleanup()
+        for runner in self._web_runners:
+            await runner.cleanup()
+        if self.watchdog is not None:
+            await self.watchdog.close()
         self._state = "closed"
 
     @property
     def running(self) -> bool:
         return self._state == "running"
+
+    def ready(self) -> bool:
+        """Every configured listener is up and accepting work (`/readyz`)."""
+        return self.running and (self._listener is None or self._listener.accepting)
 
     # -- Hub: what ClientProtocol calls ----------------------------------------------------
 
@@ -265,6 +295,12 @@ class Gateway:
         dirty, self._dirty = self._dirty, []
         for client in dirty:
             client.flush()
+        if self._push_marks:
+            marks, self._push_marks = self._push_marks, []
+            now = time.perf_counter()
+            observe = self._observe_latency
+            for mark in marks:
+                observe(now - mark)
 
     def closing(self, client: ClientProtocol) -> None:
         self._live.discard(client)
@@ -322,9 +358,12 @@ class Gateway:
         sinks = self.registry.targets(target)
         if not sinks:
             return PushResult(id, 0)
+        mark = time.perf_counter()
         frame = encode_msg(to=target.wire, id=id, data_json=data_json)
         delivered = fan_out(sinks, frame)
-        counters.deliveries += delivered
+        if delivered:
+            counters.deliveries += delivered
+            self._push_marks.append(mark)
         return PushResult(id, delivered)
 
     def push(
@@ -346,9 +385,10 @@ class Gateway:
         except Rejected as exc:
             self.counters.rejections[exc.code.value] += 1
             raise
-        return self._deliver(push, target, ingress)
+        return self.deliver(push, target, ingress)
 
-    def _deliver(self, push: Push, target: Target, ingress: str) -> PushResult:
+    def deliver(self, push: Push, target: Target, ingress: str) -> PushResult:
+        """Deliver a push already parsed (and verified) by an ingress."""
         return self.push_json(target, bytes(push.data), id=push.id, ingress=ingress)
 
     # -- observation -------------------------------------------------------------------------

@@ -23,7 +23,9 @@ class GatewayStatistics:
     - deliveries: msg frames queued to a connection (one per connection reached).
     - drops: msg frames discarded by the overflow policy, by policy ("drop-oldest", ...).
     - disconnects: connections ended, by error code or "peer_eof" / "peer_reset".
-    - rejections: pushes refused at ingress, by reason (see `RejectReason`).
+    - rejections: pushes refused at ingress, by reason (see `RejectReason`; HTTP adds
+      "unauthorized", "too_large", "unsupported_media_type").
+    - auth_failures: hello tokens refused, by `AuthError.reason` (or "missing_token").
     - buffered_bytes: outbound bytes held for all connections right now (ours + transports').
     """
 
@@ -39,6 +41,7 @@ class GatewayStatistics:
     drops: Mapping[str, int]
     disconnects: Mapping[str, int]
     rejections: Mapping[str, int]
+    auth_failures: Mapping[str, int]
     buffered_bytes: int
     max_buffered_bytes: int
 
@@ -52,6 +55,7 @@ class Counters:
 
     __slots__ = (
         "accepted",
+        "auth_failures",
         "deliveries",
         "disconnects",
         "drops",
@@ -68,6 +72,7 @@ class Counters:
         self.drops: Counter[str] = Counter()
         self.disconnects: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
+        self.auth_failures: Counter[str] = Counter()
 
     def snapshot(
         self,
@@ -93,6 +98,7 @@ class Counters:
             drops=_frozen(self.drops),
             disconnects=_frozen(self.disconnects),
             rejections=_frozen(self.rejections),
+            auth_failures=_frozen(self.auth_failures),
             buffered_bytes=buffered_bytes,
             max_buffered_bytes=max_buffered_bytes,
         )

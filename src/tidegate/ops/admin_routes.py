@@ -1,10 +1,11 @@
 """Operator routes for the admin aiohttp app, and its optional bearer-token guard.
 
-``add_ops_routes(app, stats=..., registry=...)`` adds, to an app that already serves ``/_count``
-and ``/_stack`` (``tidegate.gateway.admin.build_admin_app``) or to any other app:
+``add_ops_routes(app, stats=..., registry=...)`` adds to any aiohttp app:
 
 =========================  =================================================================
 ``GET /``                  the live dashboard (``dashboard.html``)
+``GET /_count``            live asyncio tasks of the loop, a bare integer (text/plain)
+``GET /_stack``            every task and thread, Go debug=2 style (text/plain)
 ``GET /debug/tasks``       ``?debug=1`` (default): tasks and threads grouped by stack, with
                            counts; ``?debug=2``: every one in full (text/plain)
 ``GET /debug/vars``        JSON of the live figures: tasks, threads, connections, rss_bytes,
@@ -105,6 +106,14 @@ async def _dashboard(request: web.Request) -> web.Response:
         content_type="text/html",
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def _count(request: web.Request) -> web.Response:
+    return web.Response(text=f"{len(asyncio.all_tasks())}\n", content_type="text/plain")
+
+
+async def _stack(request: web.Request) -> web.Response:
+    return web.Response(text=leaks.format_dump(leaks.snapshot()), content_type="text/plain")
 
 
 async def _tasks(request: web.Request) -> web.Response:
@@ -214,6 +223,8 @@ def add_ops_routes(
         profiling=asyncio.Lock(),
     )
     app.router.add_get("/", _dashboard)
+    app.router.add_get("/_count", _count)
+    app.router.add_get("/_stack", _stack)
     app.router.add_get("/debug/tasks", _tasks)
     app.router.add_get("/debug/vars", _vars)
     app.router.add_get("/metrics", _metrics)

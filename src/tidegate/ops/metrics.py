@@ -28,6 +28,7 @@ pushes_by_target    {kind}      tidegate_pushes_by_target_total{target="user|.."
 drops               {reason}    tidegate_drops_total{reason="drop-oldest|..."}      counter
 disconnects         {reason}    tidegate_disconnects_total{reason="idle_timeout|.."} counter
 rejections          {reason}    tidegate_ingress_rejections_total{reason="..."}     counter
+auth_failures       {reason}    tidegate_auth_failures_total{reason="expired|.."}   counter
 tasks               number      tidegate_tasks (default: measured, see below)       gauge
 threads             number      tidegate_threads (default: measured)                gauge
 open_fds            number      tidegate_open_fds (default: measured)               gauge
@@ -107,6 +108,11 @@ _LABELLED: Final = {
         "tidegate_ingress_rejections",
         "reason",
         "Pushes refused at ingress, by reason; nothing was delivered.",
+    ),
+    "auth_failures": (
+        "tidegate_auth_failures",
+        "reason",
+        "Client tokens refused at hello, by reason.",
     ),
 }
 _PROCESS: Final = {

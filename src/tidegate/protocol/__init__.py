@@ -28,6 +28,7 @@ from tidegate.protocol.ingress import (
     parse_push,
     parse_target,
     sign,
+    split_batch,
 )
 from tidegate.protocol.lines import LineSplitter, LineTooLong
 
@@ -60,4 +61,5 @@ __all__ = [
     "parse_push",
     "parse_target",
     "sign",
+    "split_batch",
 ]

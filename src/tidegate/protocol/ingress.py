@@ -28,6 +28,7 @@ __all__ = [
     "parse_push",
     "parse_target",
     "sign",
+    "split_batch",
 ]
 
 SIGNATURE_HEX_LEN: Final = 64
@@ -105,6 +106,27 @@ def parse_push(body: bytes | memoryview) -> tuple[Push, Target]:
     if push.id is not None and not push.id:
         raise BadPush(RejectReason.BAD_BODY, "`id` must be a non-empty string")
     return push, parse_target(push.to)
+
+
+_decode_batch = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_JSON_WHITESPACE: Final = b" \t\r\n"
+
+
+def split_batch(body: bytes) -> list[msgspec.Raw] | None:
+    """The items of a batch body (a JSON array of pushes), still encoded; None when `body`
+    is not an array (a single push, or not JSON at all: `parse_push` says which).
+
+    Raises `BadPush` for an array that is not valid JSON or is empty.
+    """
+    if not body.lstrip(_JSON_WHITESPACE).startswith(b"["):
+        return None
+    try:
+        items = _decode_batch(body)
+    except msgspec.DecodeError:
+        raise BadPush(RejectReason.BAD_JSON, "invalid JSON") from None
+    if not items:
+        raise BadPush(RejectReason.BAD_BODY, "a batch needs at least one push")
+    return items
 
 
 def sign(secret: bytes, body: bytes) -> bytes:

@@ -1,0 +1,104 @@
+"""The HTTP push ingress: `POST /v1/push` with one push, or a JSON array of them.
+
+Replies (all JSON):
+
+- 200 `{"id": ..., "delivered": n}` for one push; for a batch, 200 and an array with one
+  entry per item, in order: `{"id", "delivered"}` or `{"error": <reason>, "reason": <text>}`.
+- 400 `{"error": <reason>, "reason": <text>}`: invalid JSON, a body of the wrong shape or types,
+  an unknown `to` form, an empty batch; nothing is delivered.
+- 401 bad or missing `Authorization: Bearer <api key>` (when a key is configured).
+- 413 body over `max_body`; 415 a content type other than JSON.
+
+Every refusal is counted in `statistics().rejections` by its reason. Bad input never reaches a
+500: the only code that can raise is ours, and it raises only `Rejected`. Delivery is
+synchronous, like a UDP datagram: parse, fan out, reply; the handler never waits on a client.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+from aiohttp import web
+
+from tidegate.protocol import Rejected, split_batch
+
+if TYPE_CHECKING:
+    from tidegate.gateway.server import Gateway
+
+__all__ = ["build_push_app"]
+
+_JSON_TYPES: Final = frozenset({"application/json"})
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=_encode(document), content_type="application/json", headers=headers
+    )
+
+
+def _refuse(gateway: Gateway, status: int, error: str, reason: str, **headers: str) -> web.Response:
+    gateway.counters.rejections[error] += 1
+    return _json(status, {"error": error, "reason": reason}, headers or None)
+
+
+def _rejected(exc: Rejected) -> dict[str, str]:
+    return {"error": exc.code.value, "reason": exc.reason}
+
+
+def build_push_app(gateway: Gateway, *, api_key: str | None, max_body: int) -> web.Application:
+    expected = None if api_key is None else api_key.encode()
+
+    async def push(request: web.Request) -> web.Response:
+        if expected is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                return _refuse(
+                    gateway,
+                    401,
+                    "unauthorized",
+                    "send Authorization: Bearer <api key>",
+                    **{"WWW-Authenticate": 'Bearer realm="tidegate-push"'},
+                )
+        if request.content_type not in _JSON_TYPES:
+            return _refuse(
+                gateway,
+                415,
+                "unsupported_media_type",
+                f"Content-Type must be application/json, got {request.content_type!r}",
+            )
+        too_large = f"body over {max_body} bytes"
+        if request.content_length is not None and request.content_length > max_body:
+            return _refuse(gateway, 413, "too_large", too_large)
+        try:
+            body = await request.read()  # bounded by client_max_size, also when chunked
+        except web.HTTPRequestEntityTooLarge:
+            return _refuse(gateway, 413, "too_large", too_large)
+        try:
+            items = split_batch(body)
+        except Rejected as exc:
+            gateway.counters.rejections[exc.code.value] += 1
+            return _json(400, _rejected(exc))
+        if items is None:
+            try:
+                one = gateway.push_body(body, ingress="http")  # counts its own rejections
+            except Rejected as exc:
+                return _json(400, _rejected(exc))
+            return _json(200, {"id": one.id, "delivered": one.delivered})
+        results: list[dict[str, Any]] = []
+        for item in items:
+            try:
+                result = gateway.push_body(bytes(item), ingress="http")
+            except Rejected as exc:
+                results.append(_rejected(exc))
+            else:
+                results.append({"id": result.id, "delivered": result.delivered})
+        return _json(200, results)
+
+    app = web.Application(client_max_size=max_body)
+    app.router.add_post("/v1/push", push)
+    return app

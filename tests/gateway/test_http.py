@@ -1,0 +1,232 @@
+"""`POST /v1/push` end to end: deliveries, batches, and every bad input getting its status
+with nothing delivered. After each refusal a good push follows; the client's next frame
+must be that one, which proves the refused push reached nobody."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tidegate.gateway import ConfigError, Gateway, open_gateway
+
+from .helpers import Client, config, http_session, url
+
+API_KEY = "push-key-for-tests"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+JSON = {"Content-Type": "application/json"}
+
+
+@asynccontextmanager
+async def gateway_with_client(**changes: Any) -> AsyncIterator[tuple[Gateway, Client]]:
+    cfg = config(http=("127.0.0.1", 0), api_key=API_KEY, **changes)
+    async with open_gateway(cfg) as gw:
+        client = await Client.hello(gw.tcp_address, "alice")
+        await client.join("lobby")
+        try:
+            yield gw, client
+        finally:
+            await client.close()
+
+
+async def post(gw: Gateway, body: bytes, **headers: str) -> tuple[int, Any]:
+    async with (
+        http_session() as session,
+        session.post(url(gw.http_address, "/v1/push"), data=body, headers=headers) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+async def assert_nothing_was_delivered(gw: Gateway, client: Client) -> None:
+    status, reply = await post(gw, b'{"to":"all","data":"marker","id":"m"}', **AUTH, **JSON)
+    assert (status, reply) == (200, {"id": "m", "delivered": 1})
+    frame = await client.recv()
+    assert frame["id"] == "m", f"a refused push was delivered: {frame}"
+
+
+async def test_push_to_user_room_and_all() -> None:
+    async with gateway_with_client() as (gw, client):
+        for to in ("user:alice", "room:lobby", "all"):
+            body = b'{"to":"%s","data":{"n":[1,2]},"id":"p-%s"}' % (to.encode(), to.encode())
+            status, reply = await post(gw, body, **AUTH, **JSON)
+            assert (status, reply) == (200, {"id": f"p-{to}", "delivered": 1})
+            assert await client.recv() == {
+                "op": "msg",
+                "to": to,
+                "id": f"p-{to}",
+                "data": {"n": [1, 2]},
+            }
+        status, reply = await post(gw, b'{"to":"user:bob","data":1}', **AUTH, **JSON)
+        assert status == 200 and reply["delivered"] == 0 and reply["id"]
+        assert gw.statistics().pushes["http"] == 4
+
+
+async def test_reply_carries_the_id_the_gateway_made() -> None:
+    async with gateway_with_client() as (gw, client):
+        status, reply = await post(gw, b'{"to":"all","data":null}', **AUTH, **JSON)
+        assert status == 200 and reply["delivered"] == 1
+        assert (await client.recv())["id"] == reply["id"]
+
+
+async def test_batch_gives_a_result_per_item_in_order() -> None:
+    async with gateway_with_client() as (gw, client):
+        body = (
+            b'[{"to":"user:alice","data":1,"id":"a"},'
+            b' {"to":"planet:mars","data":2},'
+            b' {"data":3},'
+            b' {"to":"room:lobby","data":4,"id":"b"}]'
+        )
+        status, reply = await post(gw, body, **AUTH, **JSON)
+        assert status == 200
+        assert reply[0] == {"id": "a", "delivered": 1}
+        assert reply[1]["error"] == "bad_target"
+        assert reply[2]["error"] == "bad_body" and "to" in reply[2]["reason"]
+        assert reply[3] == {"id": "b", "delivered": 1}
+        assert [(await client.recv())["id"] for _ in range(2)] == ["a", "b"]
+        await assert_nothing_was_delivered(gw, client)
+        rejections = gw.statistics().rejections
+        assert (rejections["bad_target"], rejections["bad_body"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{not json", "bad_json"),
+        (b"", "bad_json"),
+        (b"[1,", "bad_json"),
+        (b"[]", "bad_body"),
+        (b'"just a string"', "bad_body"),
+        (b'{"to":"all"}', "bad_body"),
+        (b'{"to":7,"data":1}', "bad_body"),
+        (b'{"to":"all","data":1,"id":5}', "bad_body"),
+        (b'{"to":"all","data":1,"id":""}', "bad_body"),
+        (b'{"to":"all","data":1,"ts":"noon"}', "bad_body"),
+        (b'{"to":"user:","data":1}', "bad_target"),
+        (b'{"to":"everyone","data":1}', "bad_target"),
+    ],
+)
+async def test_bad_bodies_are_400_and_deliver_nothing(body: bytes, error: str) -> None:
+    async with gateway_with_client() as (gw, client):
+        status, reply = await post(gw, body, **AUTH, **JSON)
+        assert status == 400 and reply["error"] == error, reply
+        assert reply["reason"]
+        assert gw.statistics().rejections[error] == 1
+        await assert_nothing_was_delivered(gw, client)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-key"},
+        {"Authorization": f"Basic {API_KEY}"},
+        {"Authorization": "Bearer"},
+    ],
+)
+async def test_missing_or_forged_key_is_401(headers: dict[str, str]) -> None:
+    async with gateway_with_client() as (gw, client):
+        status, reply = await post(gw, b'{"to":"all","data":1}', **headers, **JSON)
+        assert (status, reply["error"]) == (401, "unauthorized")
+        assert gw.statistics().rejections["unauthorized"] == 1
+        await assert_nothing_was_delivered(gw, client)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+async def test_wrong_content_type_is_415(content_type: str) -> None:
+    async with gateway_with_client() as (gw, client):
+        status, reply = await post(
+            gw, b'{"to":"all","data":1}', **AUTH, **{"Content-Type": content_type}
+        )
+        assert (status, reply["error"]) == (415, "unsupported_media_type")
+        await assert_nothing_was_delivered(gw, client)
+
+
+async def test_json_with_charset_is_accepted() -> None:
+    async with gateway_with_client() as (gw, client):
+        headers = {**AUTH, "Content-Type": "application/json; charset=utf-8"}
+        status, _ = await post(gw, b'{"to":"all","data":1,"id":"c"}', **headers)
+        assert status == 200
+        assert (await client.recv())["id"] == "c"
+
+
+async def test_body_over_the_limit_is_413_with_or_without_a_length() -> None:
+    async with gateway_with_client(max_body=1024) as (gw, client):
+        big = b'{"to":"all","data":"' + b"x" * 2048 + b'"}'
+        status, reply = await post(gw, big, **AUTH, **JSON)
+        assert (status, reply["error"]) == (413, "too_large")
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked encoding
+            for start in range(0, len(big), 256):
+                yield big[start : start + 256]
+
+        async with (
+            http_session() as session,
+            session.post(
+                url(gw.http_address, "/v1/push"), data=chunks(), headers={**AUTH, **JSON}
+            ) as response,
+        ):
+            assert response.status == 413
+        assert gw.statistics().rejections["too_large"] == 2
+        # Exactly at the limit is fine.
+        head, tail = b'{"to":"all","data":"', b'","id":"e"}'
+        exact = head + b"y" * (1024 - len(head) - len(tail)) + tail
+        status, _ = await post(gw, exact, **AUTH, **JSON)
+        assert status == 200
+        assert (await client.recv())["id"] == "e"
+
+
+async def test_no_key_needed_on_loopback_without_one() -> None:
+    async with open_gateway(config(http=("127.0.0.1", 0))) as gw:
+        status, reply = await post(gw, b'{"to":"all","data":1}', **JSON)
+        assert (status, reply["delivered"]) == (200, 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"http": ("0.0.0.0", 0)}, "http: refusing to bind 0.0.0.0:0 without an API key"),
+        ({"tcp": ("0.0.0.0", 0)}, "tcp: refusing to bind 0.0.0.0:0 without a JWT secret"),
+        ({"admin": ("0.0.0.0", 0)}, "admin: refusing to bind 0.0.0.0:0 without an admin token"),
+    ],
+)
+async def test_credentials_are_mandatory_beyond_loopback(
+    changes: dict[str, Any], message: str
+) -> None:
+    gw = Gateway(config(**changes))
+    with pytest.raises(ConfigError, match=message):
+        await gw.start()
+    assert gw.tcp_address is None  # refused before binding anything
+
+
+# Random bodies: always a 200 or a 400 with a reason, never a 500 or a dropped connection.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {
+            "to": st.sampled_from(["all", "user:alice", "room:lobby", "user:", "x"]),
+            "data": json_values,
+        },
+        optional={"id": st.text(), "ts": json_values},
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies)
+async def test_fuzz_never_a_server_error(body: bytes) -> None:
+    async with open_gateway(config(http=("127.0.0.1", 0))) as gw:
+        status, reply = await post(gw, body, **JSON)
+        assert status in (200, 400), (status, reply)
+        if status == 400:
+            assert reply["error"] and reply["reason"]

@@ -1,0 +1,51 @@
+"""`tidegate token`: a token the gateway accepts, and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidegate.auth import verify_token
+from tidegate.cli import main
+
+SECRET = "cli-tests-jwt-secret-0123456789abcdef"
+
+
+def test_token_prints_a_token_the_gateway_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["token", "alice", "--ttl", "30m", "--rooms", "lobby,kitchen", "--jwt-secret", SECRET])
+        == 0
+    )
+    token = capsys.readouterr().out.strip()
+    claims = verify_token(token, SECRET)
+    assert claims.user == "alice"
+    assert claims.rooms == frozenset({"lobby", "kitchen"})
+
+
+def test_token_secret_from_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDEGATE_JWT_SECRET", SECRET)
+    assert main(["token", "bob"]) == 0
+    claims = verify_token(capsys.readouterr().out.strip(), SECRET)
+    assert claims.user == "bob" and claims.rooms is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["token", "alice"], "set --jwt-secret or TIDEGATE_JWT_SECRET"),
+        (["token", "alice", "--jwt-secret", SECRET, "--ttl", "soon"], "invalid duration 'soon'"),
+        (["token", "", "--jwt-secret", SECRET], "user must be a non-empty string"),
+    ],
+)
+def test_token_errors(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TIDEGATE_JWT_SECRET", raising=False)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert message in captured.err
