@@ -17,6 +17,7 @@ from tidegate.protocol import (
     parse_push,
     parse_target,
     sign,
+    split_batch,
 )
 from tidegate.protocol.ingress import ReplayCache
 
@@ -67,6 +68,35 @@ def test_push_keeps_raw_data() -> None:
 def test_bad_bodies(raw: bytes, reason: RejectReason) -> None:
     with pytest.raises(BadPush) as info:
         parse_push(raw)
+    assert info.value.code is reason
+
+
+def test_split_batch_keeps_each_item_encoded() -> None:
+    items = split_batch(b' \n[{"to":"all","data":1}, 7, {"to":"room:x","data":[ 2 ]}]')
+    assert items is not None
+    assert [bytes(item) for item in items] == [
+        b'{"to":"all","data":1}',
+        b"7",
+        b'{"to":"room:x","data":[ 2 ]}',
+    ]
+
+
+@pytest.mark.parametrize("raw", [b'{"to":"all","data":1}', b"nonsense", b"", b'"["'])
+def test_split_batch_leaves_non_arrays_to_parse_push(raw: bytes) -> None:
+    assert split_batch(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[", RejectReason.BAD_JSON),
+        (b"[1,]", RejectReason.BAD_JSON),
+        (b" [ ]", RejectReason.BAD_BODY),
+    ],
+)
+def test_split_batch_rejects_broken_or_empty_arrays(raw: bytes, reason: RejectReason) -> None:
+    with pytest.raises(BadPush) as info:
+        split_batch(raw)
     assert info.value.code is reason
 
 
