@@ -33,7 +33,7 @@ from tidegate.protocol import encode_msg
 PAYLOAD = {"text": "x" * 64}
 
 
-REPEAT = 3
+REPEAT = 5
 
 
 async def timed(pool: Pool, n: int, messages: int, send: Callable[[], Awaitable[None]]) -> float:
