@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from bench.gateway_harness import Pool, new_loop
-from tidegate.gateway import Config, open_gateway
+from bench.gateway_harness import Pool, gateway_config, new_loop
+from tidegate.gateway import open_gateway
 from tidegate.protocol import encode_msg
 
 PAYLOAD = {"text": "x" * 64}
@@ -45,15 +45,7 @@ async def timed(pool: Pool, n: int, messages: int, send: Callable[[], Awaitable[
 
 
 async def run(n: int, messages: int, pool: Pool, repeat: int) -> dict[str, float]:
-    config = Config(
-        tcp=("127.0.0.1", 0),
-        udp=None,
-        admin=None,
-        http=None,
-        max_conns=n + 16,
-        handshake_timeout=120,
-        heartbeat=600,
-    )
+    config = gateway_config(n)
     async with open_gateway(config) as gw:
         assert gw.tcp_address is not None
         await pool.connect(gw.tcp_address, n)

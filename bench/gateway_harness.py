@@ -18,7 +18,23 @@ from typing import Any
 
 import msgspec
 
+from tidegate.gateway import Config
+
 CONNECT_CONCURRENCY = 200
+
+
+def gateway_config(conns: int, *, udp: bool = False) -> Config:
+    """A gateway for `conns` benchmark clients: TCP (and UDP) on free loopback ports, no HTTP
+    or admin listener, timeouts long enough that no client is reaped mid-run."""
+    return Config(
+        tcp=("127.0.0.1", 0),
+        udp=("127.0.0.1", 0) if udp else None,
+        admin=None,
+        http=None,
+        max_conns=conns + 16,
+        handshake_timeout=120,
+        heartbeat=600,
+    )
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

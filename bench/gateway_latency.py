@@ -19,20 +19,12 @@ import time
 
 import msgspec
 
-from bench.gateway_harness import Pool, new_loop, percentile
-from tidegate.gateway import Config, open_gateway
+from bench.gateway_harness import Pool, gateway_config, new_loop, percentile
+from tidegate.gateway import open_gateway
 
 
 async def run(conns: int, rate: float, seconds: float, workers: int) -> dict[str, float]:
-    config = Config(
-        tcp=("127.0.0.1", 0),
-        udp=("127.0.0.1", 0),
-        admin=None,
-        http=None,
-        max_conns=conns + 16,
-        handshake_timeout=120,
-        heartbeat=600,
-    )
+    config = gateway_config(conns, udp=True)
     pool = Pool(workers)
     try:
         async with open_gateway(config) as gw:

@@ -14,20 +14,12 @@ import asyncio
 import gc
 import json
 
-from bench.gateway_harness import Pool, new_loop, rss_bytes
-from tidegate.gateway import Config, open_gateway
+from bench.gateway_harness import Pool, gateway_config, new_loop, rss_bytes
+from tidegate.gateway import open_gateway
 
 
 async def run(conns: int, workers: int) -> dict[str, float]:
-    config = Config(
-        tcp=("127.0.0.1", 0),
-        udp=None,
-        admin=None,
-        http=None,
-        max_conns=conns + 16,
-        handshake_timeout=120,
-        heartbeat=600,
-    )
+    config = gateway_config(conns)
     pool = Pool(workers)
     try:
         async with open_gateway(config) as gw:
