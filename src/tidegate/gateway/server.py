@@ -1,7 +1,7 @@
 """`Gateway`: owns the listeners, the connections, the sweeper, and the fan-out entry points.
 
-Ownership: the gateway owns one long-lived task of its own, the accept controller (it resumes
-accepting after a pause, which needs an await); `close()` cancels and awaits it. Timers are
+Ownership: the gateway's one long-lived task is its TCP listener's (it resumes accepting after
+a pause, which needs an await); `close()` stops the listener and awaits it. Timers are
 one `call_later` chain (the sweeper) and one `call_soon` per loop turn (the flush); both are
 cancelled in `close()`. No task per connection, per push or per recipient. The aiohttp apps
 (HTTP ingress, admin) are owned through their `AppRunner`s, and the loop watchdog (a ticker
@@ -109,8 +109,6 @@ class Gateway:
         self._flush_handle: asyncio.Handle | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._listener: TcpListener | None = None
-        self._accept_changed = asyncio.Event()
-        self._accept_control: asyncio.Task[None] | None = None
         # Accepting pauses when live + closing sockets reach the high-water mark and resumes
         # at the low-water mark; between max_conns and high-water, clients still get
         # too_many_connections, above it they wait in the kernel backlog.
@@ -137,14 +135,13 @@ class Gateway:
         config = self.config
         try:
             if config.tcp is not None:
-                self._listener = await TcpListener.open(config.tcp, lambda: ClientProtocol(self))
+                self._listener = await TcpListener.open(
+                    config.tcp,
+                    lambda: ClientProtocol(self),
+                    high_water=self.accept_high_water,
+                    low_water=self.accept_low_water,
+                )
                 self.tcp_address = self._listener.address
-                control = self._control_accepting()
-                try:
-                    self._accept_control = loop.create_task(control, name="tidegate-accept")
-                except BaseException:
-                    control.close()  # a task factory refused it: do not leave it unawaited
-                    raise
             if config.udp is not None:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: PushDatagramProtocol(
@@ -194,10 +191,6 @@ class Gateway:
         loop = self._loop or asyncio.get_running_loop()
         if self._listener is not None:
             self._listener.stop()
-        if self._accept_control is not None:
-            self._accept_control.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accept_control
         if self._udp_transport is not None:
             self._udp_transport.close()
         for client in list(self._live):
@@ -254,25 +247,8 @@ class Gateway:
         return None
 
     def _check_accept_pressure(self) -> None:
-        listener = self._listener
-        if listener is None:
-            return
-        sockets = len(self._live) + len(self._closing)
-        if listener.accepting:
-            if sockets >= self.accept_high_water:
-                listener.pause()  # synchronously: not one more accept in this batch
-        elif sockets <= self.accept_low_water:
-            self._accept_changed.set()
-
-    async def _control_accepting(self) -> None:
-        """The only long-lived task: resumes accepting (resuming needs an await)."""
-        while True:
-            await self._accept_changed.wait()
-            self._accept_changed.clear()
-            listener = self._listener
-            sockets = len(self._live) + len(self._closing)
-            if listener is not None and self.running and sockets <= self.accept_low_water:
-                await listener.resume()
+        if self._listener is not None:
+            self._listener.update(len(self._live) + len(self._closing))
 
     @property
     def accepting(self) -> bool:
