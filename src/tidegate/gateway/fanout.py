@@ -14,7 +14,7 @@ def fan_out(sinks: Collection[Sink], frame: bytes) -> int:
 
     A sink may close itself while we iterate (overflow policy "disconnect"), which removes it
     from the registry's live sets, so iterate over a copy. No await, no task: a push to 10k
-    connections is one synchronous loop of deque appends.
+    connections is one synchronous pass of writes and list appends.
     """
     if not sinks:
         return 0
