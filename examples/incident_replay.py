@@ -25,9 +25,23 @@ TIMEOUT = 0.05  # the incident's 5 s, scaled down
 PUSH_TIME = 0.1  # a push to all, slowed by a few slow subscribers: longer than TIMEOUT
 
 
-async def slow_push_to_all(message: bytes) -> str:
-    await asyncio.sleep(PUSH_TIME)
-    return f"pushed {len(message)} bytes"
+class SlowPush:
+    """`push_to_all`, slowed down by a few slow subscribers; `all_done` is set when `expected`
+    pushes have finished (a cancelled push, in the fixed handler, counts as finished)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.finished = 0
+        self.all_done = asyncio.Event()
+
+    async def __call__(self, message: bytes) -> str:
+        try:
+            await asyncio.sleep(PUSH_TIME)
+            return f"pushed {len(message)} bytes"
+        finally:
+            self.finished += 1
+            if self.finished == self.expected:
+                self.all_done.set()
 
 
 async def fetch(address: tuple[str, int], path: str) -> str:
@@ -48,6 +62,7 @@ def first_entry(dump: str, header: str) -> str:
 
 
 async def main(broadcasts: int, fixed: bool) -> None:
+    """Print what an operator sees; see the module docstring."""
     leaks.track()
     config = Config(tcp=("127.0.0.1", 0), udp=None, http=None, admin=("127.0.0.1", 0))
     handler = handle_broadcast_owned if fixed else handle_broadcast_leaky
@@ -56,12 +71,12 @@ async def main(broadcasts: int, fixed: bool) -> None:
         admin = gw.admin_address
         print(f"$ curl -s {admin[0]}:{admin[1]}/_count")
         print((await fetch(admin, "/_count")).strip())
+        push = SlowPush(broadcasts)
         outcomes = [
-            await handler(b"maintenance at 02:00", slow_push_to_all, timeout=TIMEOUT)
-            for _ in range(broadcasts)
+            await handler(b"maintenance at 02:00", push, timeout=TIMEOUT) for _ in range(broadcasts)
         ]
         print(f"# {broadcasts} broadcasts handled: {outcomes.count('timeout')} timed out")
-        await asyncio.sleep(PUSH_TIME * 2)  # let the last workers finish their slow push
+        await push.all_done.wait()  # every worker is past its push: leaked in send, or gone
         print(f"$ curl -s {admin[0]}:{admin[1]}/_count")
         print((await fetch(admin, "/_count")).strip())
         grouped = await fetch(admin, "/debug/tasks?debug=1")
