@@ -4,6 +4,7 @@ events, never sleeps; a timeout that must elapse is short and named."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -264,3 +265,28 @@ async def test_sleeping_task_reports_delay() -> None:
             asyncio.create_task(asyncio.sleep(3600))
     await leaks.cancel_tasks(caught.value.leaks)
     assert caught.value.leaks[0].blocked_on == "asyncio.sleep (3600s)"
+
+
+async def test_task_garbage_collected_while_pending_is_still_a_leak(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nobody references the task, and the event it waits on is reachable only from the task
+    # itself: a reference cycle the collector may destroy at any moment, taking the task out
+    # of all_tasks() before the scope ends. gc.collect() makes that moment now.
+    async def park_on_private_event() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            asyncio.create_task(park_on_private_event(), name="orphan")
+            await asyncio.sleep(0)  # let it reach its wait
+            gc.collect()
+    [leak] = caught.value.leaks
+    assert (leak.name, leak.state) == ("orphan", "destroyed")
+    # The collector may have closed the coroutine first, so the stack can be gone; the
+    # creation site, recorded at birth, is what points at the bug.
+    assert leak.created_at is not None
+    assert leak.created_at.startswith("test_task_garbage_collected_while_pending_is_still_a_leak")
+    assert caught.value.waited < SHORT  # nothing can end it: no point waiting
+    assert "garbage-collected while pending" in str(caught.value)
+    assert "Task was destroyed but it is pending" in caplog.text  # still logged as before

@@ -30,12 +30,19 @@ ORIGIN_ATTR = "_tidegate_origin"
 
 
 class Scope:
-    """One entry into ``check()``; nested entries point to the one they are inside."""
+    """One entry into ``check()``; nested entries point to the one they are inside.
 
-    __slots__ = ("parent",)
+    ``destroyed`` collects the records of tasks that were garbage-collected while still
+    pending (see ``_detector``): gone from ``asyncio.all_tasks()``, but leaks. Each goes to
+    the innermost scope that is still ``open``, so it is reported once.
+    """
+
+    __slots__ = ("destroyed", "open", "parent")
 
     def __init__(self, parent: Scope | None) -> None:
         self.parent = parent
+        self.open = True
+        self.destroyed: list[Any] = []
 
     def contains(self, other: Scope | None) -> bool:
         while other is not None:
