@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from typing import Any
 
 import pytest
 
@@ -290,3 +291,41 @@ async def test_task_garbage_collected_while_pending_is_still_a_leak(
     assert caught.value.waited < SHORT  # nothing can end it: no point waiting
     assert "garbage-collected while pending" in str(caught.value)
     assert "Task was destroyed but it is pending" in caplog.text  # still logged as before
+
+
+LOOPS = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+try:
+    import uvloop
+
+    LOOPS.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+except ImportError:  # pragma: no cover - no uvloop on Windows
+    pass
+
+
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_tracking_keeps_names_and_wraps_an_existing_factory(new_loop: Any) -> None:
+    # uvloop and newer asyncio hand the factory more keyword arguments (name, eager_start).
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(tracking_over_an_inner_factory())
+
+
+async def tracking_over_an_inner_factory() -> None:
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def inner(loop: asyncio.AbstractEventLoop, coro: Any, **options: Any) -> asyncio.Task[Any]:
+        made.append(options.get("name") or "")
+        return asyncio.Task(coro, loop=loop, **options)
+
+    loop.set_task_factory(inner)
+    leaks.track()
+    done = asyncio.Event()
+    async with leaks.check(timeout=SHORT):
+        task = asyncio.create_task(park(done), name="named")
+        assert task.get_name() == "named"
+        [record] = [r for r in leaks.find(threads=False) if r.name == "named"]
+        assert record.created_at is not None and "tracking_over_an_inner" in record.created_at
+        done.set()
+    assert made, "the inner factory made the task"
+    leaks.untrack()
+    assert loop.get_task_factory() is inner

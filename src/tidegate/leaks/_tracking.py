@@ -146,11 +146,13 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
     if inner is None:
         new_task = asyncio.Task
 
+        # Keyword arguments pass through untouched: 3.11 sends `context`, newer asyncio and
+        # uvloop also `name` and `eager_start`.
         def tracking_factory(
-            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: Any = None
+            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
         ) -> asyncio.Future[Any]:
             # stamp(), inlined: this is the path every task of a plain loop takes.
-            task = new_task(coro, loop=loop, context=context)
+            task = new_task(coro, loop=loop, **options)
             frame: FrameType | None = get_frame(depth)
             while frame is not None and frame.f_code.co_filename in skip:
                 frame = frame.f_back
@@ -165,9 +167,9 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
         wrapped = inner
 
         def tracking_factory(
-            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: Any = None
+            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
         ) -> asyncio.Future[Any]:
-            task = wrapped(loop, coro) if context is None else wrapped(loop, coro, context=context)
+            task = wrapped(loop, coro, **options)
             stamp(task)
             return task
 
