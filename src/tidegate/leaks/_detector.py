@@ -11,7 +11,6 @@ process's threads, so it exits at once.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import sys
 import threading
@@ -37,47 +36,6 @@ FIRST_DELAY = 0.001
 MAX_DELAY = 0.05
 
 _known_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-_watched_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-_DESTROYED_PENDING = "Task was destroyed but it is pending!"
-
-
-def _watch_destroyed_tasks(loop: asyncio.AbstractEventLoop) -> None:
-    """Catch the scope's tasks that the garbage collector destroys while they are pending.
-
-    A task nobody references, parked on a future only it can reach, is a reference cycle:
-    the collector may destroy it before the scope ends, and it vanishes from
-    ``all_tasks()``. asyncio reports that through the loop's exception handler, so we chain
-    one in front of it (once per loop) that files a record with the innermost scope still
-    open (one report: nothing can end that task any more), then lets the previous handler
-    log it as before.
-    """
-    if loop in _watched_loops:
-        return
-    previous = loop.get_exception_handler()
-
-    def on_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        task = context.get("task")
-        raw = getattr(task, ORIGIN_ATTR, None)
-        if (
-            context.get("message") == _DESTROYED_PENDING
-            and isinstance(task, asyncio.Task)
-            and raw is not None
-        ):
-            leak = dataclasses.replace(
-                _inspect.inspect_task(task, time.monotonic()), state="destroyed", _ref=None
-            )
-            scope: Scope | None = raw[0]
-            while scope is not None and not scope.open:
-                scope = scope.parent
-            if scope is not None:
-                scope.destroyed.append(leak)
-        if previous is None:
-            loop.default_exception_handler(context)
-        else:
-            previous(loop, context)
-
-    loop.set_exception_handler(on_exception)
-    _watched_loops.add(loop)
 
 
 class LeakError(AssertionError):
@@ -188,11 +146,6 @@ async def find_async(
         delay = min(delay * 2, MAX_DELAY)
 
 
-def _settled(found: list[Leak]) -> bool:
-    """Nothing left that waiting could change: no leak, or only destroyed tasks."""
-    return all(leak.state == "destroyed" for leak in found)
-
-
 class _Entry:
     """The state of one entry into a ``Check``."""
 
@@ -203,7 +156,6 @@ class _Entry:
         if self.loop is not None:
             track(self.loop)
             _known_loops.add(self.loop)
-            _watch_destroyed_tasks(self.loop)
         else:
             track_threads()
         self.owner = _current_task()
@@ -236,7 +188,6 @@ class _Entry:
                 and (origin := getattr(task, ORIGIN_ATTR, None)) is not None
                 and contains(origin[0])
             )
-            found.extend(self.scope.destroyed)
         if threads:
             found.extend(_scan_threads(now, self._thread_is_ours))
         return [leak for leak in found if not excused(leak, rules)]
@@ -289,14 +240,14 @@ class Check:
             while True:
                 found = entry.scan(self.ignore, self.tasks, self.threads)
                 remaining = deadline - time.monotonic()
-                if _settled(found) or remaining <= 0:
+                if not found or remaining <= 0:
                     break
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, MAX_DELAY)
             if found:
                 raise LeakError(found, waited=time.monotonic() - start)
         finally:
-            entry.scope.open = False
+            entry.scope.close()
 
     async def __aexit__(
         self,
@@ -315,14 +266,14 @@ class Check:
             while True:
                 found = entry.scan(self.ignore, self.tasks, self.threads)
                 remaining = deadline - time.monotonic()
-                if _settled(found) or remaining <= 0:
+                if not found or remaining <= 0:
                     break
                 await asyncio.sleep(min(delay, remaining))
                 delay = min(delay * 2, MAX_DELAY)
             if found:
                 raise LeakError(found, waited=time.monotonic() - start)
         finally:
-            entry.scope.open = False
+            entry.scope.close()
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Use as a decorator: each call runs in a fresh scope."""

@@ -24,8 +24,6 @@ def header(leak: Leak) -> str:
     tags = [leak.blocked_on or leak.state]
     if leak.blocked_for is not None:
         tags.append(format_duration(leak.blocked_for))
-    if leak.state == "destroyed":
-        tags.append("garbage-collected while pending")
     return f"{leak.kind} {leak.name} [{', '.join(tags)}]:"
 
 

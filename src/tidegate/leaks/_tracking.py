@@ -32,17 +32,22 @@ ORIGIN_ATTR = "_tidegate_origin"
 class Scope:
     """One entry into ``check()``; nested entries point to the one they are inside.
 
-    ``destroyed`` collects the records of tasks that were garbage-collected while still
-    pending (see ``_detector``): gone from ``asyncio.all_tasks()``, but leaks. Each goes to
-    the innermost scope that is still ``open``, so it is reported once.
+    ``kept`` holds a strong reference to each task created in the scope until the scope has
+    looked at it. asyncio itself keeps only weak ones, so a forgotten task parked on a future
+    only it can reach is garbage the collector may destroy at any moment, coroutine and stack
+    first: the leak would vanish, or be reported without its stack. Done tasks are dropped
+    from ``kept`` whenever it doubles, so a scope that spawns a million short tasks holds
+    only the ones still running. When the scope closes, the tasks still pending pass to the
+    innermost enclosing scope that is still ``open``.
     """
 
-    __slots__ = ("destroyed", "open", "parent")
+    __slots__ = ("keep_limit", "kept", "open", "parent")
 
     def __init__(self, parent: Scope | None) -> None:
         self.parent = parent
         self.open = True
-        self.destroyed: list[Any] = []
+        self.kept: list[Any] = []
+        self.keep_limit = _FIRST_KEEP_LIMIT
 
     def contains(self, other: Scope | None) -> bool:
         while other is not None:
@@ -50,6 +55,23 @@ class Scope:
                 return True
             other = other.parent
         return False
+
+    def compact(self) -> None:
+        self.kept = [task for task in self.kept if not task.done()]
+        self.keep_limit = max(_FIRST_KEEP_LIMIT, 2 * len(self.kept))
+
+    def close(self) -> None:
+        """The scope has looked: hand its still-pending tasks to the innermost open parent."""
+        self.open = False
+        parent = self.parent
+        while parent is not None and not parent.open:
+            parent = parent.parent
+        if parent is not None:
+            parent.kept.extend(task for task in self.kept if not task.done())
+        self.kept = []
+
+
+_FIRST_KEEP_LIMIT = 256
 
 
 current_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
@@ -134,14 +156,16 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
         frame: FrameType | None = get_frame(depth + 1)
         while frame is not None and frame.f_code.co_filename in skip:
             frame = frame.f_back
+        scope = get_scope()
         if frame is None:
-            task._tidegate_origin = (get_scope(), None, 0)  # type: ignore[attr-defined]
+            task._tidegate_origin = (scope, None, 0)  # type: ignore[attr-defined]
         else:
-            task._tidegate_origin = (  # type: ignore[attr-defined]
-                get_scope(),
-                frame.f_code,
-                frame.f_lasti,
-            )
+            task._tidegate_origin = (scope, frame.f_code, frame.f_lasti)  # type: ignore[attr-defined]
+        if scope is not None:
+            kept = scope.kept
+            kept.append(task)
+            if len(kept) > scope.keep_limit:
+                scope.compact()
 
     if inner is None:
         new_task = asyncio.Task
@@ -156,11 +180,17 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
             frame: FrameType | None = get_frame(depth)
             while frame is not None and frame.f_code.co_filename in skip:
                 frame = frame.f_back
+            scope = get_scope()
             if frame is None:
-                task._tidegate_origin = (get_scope(), None, 0)  # type: ignore[attr-defined]
+                task._tidegate_origin = (scope, None, 0)  # type: ignore[attr-defined]
             else:
-                origin = (get_scope(), frame.f_code, frame.f_lasti)
+                origin = (scope, frame.f_code, frame.f_lasti)
                 task._tidegate_origin = origin  # type: ignore[attr-defined]
+            if scope is not None:
+                kept = scope.kept
+                kept.append(task)
+                if len(kept) > scope.keep_limit:
+                    scope.compact()
             return task
 
     else:
