@@ -129,3 +129,24 @@ async def test_liveness_does_not_wait_behind_blocked_writes() -> None:
         assert gw.statistics().buffered_bytes > 0
         await wait_until(lambda: gw.statistics().disconnects.get("idle_timeout") == 1)
         await read_until_closed(stuck)
+
+
+@pytest.mark.parametrize("policy", OVERFLOW_POLICIES)
+async def test_end_of_stream_with_output_pending_releases_the_client_at_once(policy: str) -> None:
+    # The client stops reading, the gateway queues megabytes for it, then the client sends
+    # FIN. The session ends at once: nothing waits for the backlog to drain, and shutdown
+    # afterwards does not hang on the half-closed socket. Every deadline is far away, so
+    # only the end of stream can release it.
+    cfg = config(overflow=policy, buffer_bytes=8 * MIB, write_timeout=60.0, close_linger=60.0)
+    async with asyncio.timeout(TIMEOUT):
+        async with open_gateway(cfg) as gw:
+            stuck = await stuck_client(gw, "stuck")
+            for n in range(4 * MIB // len(PAYLOAD)):
+                gw.push("user:stuck", [n, PAYLOAD])
+            assert gw.statistics().buffered_bytes > 1 * MIB
+            stuck.writer.write_eof()
+            await wait_until(lambda: gw.statistics().connections == 0, what="release")
+            stats = gw.statistics()
+            assert stats.disconnects["peer_eof"] == 1
+            assert (stats.buffered_bytes, stats.users, stats.closing) == (0, 0, 0)
+        await stuck.close()

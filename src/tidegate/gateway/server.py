@@ -195,7 +195,9 @@ class Gateway:
             self._udp_transport.close()
         for client in list(self._live):
             client.close(ErrorCode.SERVER_SHUTDOWN, "the gateway is shutting down")
-        if self._closing:
+        for client in list(self._live):
+            client.abort()  # left over: peers already gone, their transports still closing
+        if self._live or self._closing:
             # asyncio.wait neither wraps the future in a task nor cancels it on timeout.
             all_gone = self._all_gone = loop.create_future()
             await asyncio.wait([all_gone], timeout=self.config.shutdown_timeout)

@@ -128,7 +128,14 @@ class ClientProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._peer_gone("peer_eof")
-        return False  # let the transport close our side at once
+        # End of stream ends the session at once (contract): frames still queued for a client
+        # that is leaving are dropped, and if the transport still holds bytes, a graceful close
+        # would wait for a reader that may never come, so it is aborted instead.
+        self._queue.clear()
+        self._queued = 0
+        if self._transport_size():
+            self.abort()
+        return False  # let the transport close our side now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._peer_gone("peer_reset" if exc is not None else "peer_eof")
