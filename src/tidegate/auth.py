@@ -17,6 +17,7 @@ Every failure raises ``AuthError`` whose ``reason`` is a short, stable code (see
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
 import time
@@ -26,7 +27,16 @@ from typing import Any, Final
 
 import jwt
 
-__all__ = ["ALGORITHM", "AuthError", "Claims", "make_token", "parse_duration", "verify_token"]
+__all__ = [
+    "ALGORITHM",
+    "AuthError",
+    "Claims",
+    "bearer_token",
+    "make_token",
+    "parse_duration",
+    "secret_matches",
+    "verify_token",
+]
 
 ALGORITHM: Final = "HS256"
 
@@ -200,3 +210,21 @@ def parse_duration(text: str) -> float:
     if total <= 0:
         raise ValueError(f"invalid duration {text!r}: must be longer than zero")
     return total
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def secret_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison of a credential from the network with ours.
+
+    HTTP header values arrive as latin-1 text (aiohttp), possibly with bytes no UTF-8 string
+    has; ``surrogateescape`` keeps those comparable instead of raising.
+    """
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )

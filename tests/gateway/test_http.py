@@ -4,6 +4,7 @@ must be that one, which proves the refused push reached nobody."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -108,6 +109,8 @@ async def test_batch_gives_a_result_per_item_in_order() -> None:
         (b'{"to":"all","data":1,"ts":"noon"}', "bad_body"),
         (b'{"to":"user:","data":1}', "bad_target"),
         (b'{"to":"everyone","data":1}', "bad_target"),
+        (b'{"to":"all","data":' + b"[" * 5000 + b"]" * 5000 + b"}", "bad_json"),
+        (b"[" + b'{"to":"all","data":' + b"[" * 5000 + b"]" * 5000 + b"}]", "bad_json"),
     ],
 )
 async def test_bad_bodies_are_400_and_deliver_nothing(body: bytes, error: str) -> None:
@@ -230,3 +233,30 @@ async def test_fuzz_never_a_server_error(body: bytes) -> None:
         assert status in (200, 400), (status, reply)
         if status == 400:
             assert reply["error"] and reply["reason"]
+
+
+async def raw_request(address: tuple[str, int] | None, head: bytes, body: bytes = b"") -> int:
+    """One request written byte for byte (aiohttp's client will not send a header that is
+    not latin-1 text); returns the status."""
+    assert address is not None
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+async def test_a_key_with_bytes_that_are_not_utf8_is_401_not_500() -> None:
+    async with gateway_with_client(admin=("127.0.0.1", 0), admin_token="admin-t") as (gw, client):
+        head = (
+            b"POST /v1/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer \xff\xfe\r\n"
+        )
+        assert await raw_request(gw.http_address, head, b'{"to":"all","data":1}') == 401
+        head = b"GET /_count HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer \xff\r\n"
+        assert await raw_request(gw.admin_address, head) == 401
+        await assert_nothing_was_delivered(gw, client)

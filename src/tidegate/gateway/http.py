@@ -16,12 +16,12 @@ synchronous, like a UDP datagram: parse, fan out, reply; the handler never waits
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from aiohttp import web
 
+from tidegate.auth import bearer_token, secret_matches
 from tidegate.protocol import Rejected, split_batch
 
 if TYPE_CHECKING:
@@ -49,14 +49,10 @@ def _rejected(exc: Rejected) -> dict[str, str]:
 
 
 def build_push_app(gateway: Gateway, *, api_key: str | None, max_body: int) -> web.Application:
-    expected = None if api_key is None else api_key.encode()
-
     async def push(request: web.Request) -> web.Response:
-        if expected is not None:
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), expected
-            ):
+        if api_key is not None:
+            given = bearer_token(request.headers.get("Authorization", ""))
+            if given is None or not secret_matches(given, api_key):
                 return _refuse(
                     gateway,
                     401,

@@ -26,7 +26,6 @@ Call this before the app starts: middlewares cannot be added to a running app.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import inspect
 import json
 import math
@@ -41,6 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from tidegate import leaks
+from tidegate.auth import bearer_token, secret_matches
 
 from .dashboard import dashboard_html
 from .metrics import ProcessStats, Stats, StatsProvider, process_stats
@@ -179,17 +179,14 @@ async def _profile(request: web.Request) -> web.Response:
 
 
 def _bearer_guard(token: str) -> Middleware:
-    expected = token.encode()
-
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
+        given = bearer_token(request.headers.get("Authorization", ""))
+        if given is None:
             given = request.query.get("token", "")
-        if not hmac.compare_digest(given.strip().encode(), expected):
+        if not secret_matches(given, token):
             raise web.HTTPUnauthorized(
                 text="admin token required: Authorization: Bearer <token>\n",
                 headers={"WWW-Authenticate": 'Bearer realm="tidegate-admin"'},

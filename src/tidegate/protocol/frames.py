@@ -104,6 +104,8 @@ def parse_frame(line: bytes) -> ClientFrame:
         raise BadFrame(str(exc)) from None
     except msgspec.DecodeError:
         raise BadFrame("invalid JSON") from None
+    except RecursionError:  # msgspec's answer to a few thousand nested brackets
+        raise BadFrame("JSON nested too deeply") from None
     return frame
 
 

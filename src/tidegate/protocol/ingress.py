@@ -103,6 +103,8 @@ def parse_push(body: bytes | memoryview) -> tuple[Push, Target]:
         raise BadPush(RejectReason.BAD_BODY, str(exc)) from None
     except msgspec.DecodeError:
         raise BadPush(RejectReason.BAD_JSON, "invalid JSON") from None
+    except RecursionError:  # msgspec's answer to a few thousand nested brackets
+        raise BadPush(RejectReason.BAD_JSON, "JSON nested too deeply") from None
     if push.id is not None and not push.id:
         raise BadPush(RejectReason.BAD_BODY, "`id` must be a non-empty string")
     return push, parse_target(push.to)
@@ -124,6 +126,8 @@ def split_batch(body: bytes) -> list[msgspec.Raw] | None:
         items = _decode_batch(body)
     except msgspec.DecodeError:
         raise BadPush(RejectReason.BAD_JSON, "invalid JSON") from None
+    except RecursionError:
+        raise BadPush(RejectReason.BAD_JSON, "JSON nested too deeply") from None
     if not items:
         raise BadPush(RejectReason.BAD_BODY, "a batch needs at least one push")
     return items
