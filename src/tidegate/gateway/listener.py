@@ -40,8 +40,8 @@ class TcpListener:
         self.high_water = high_water
         self.low_water = low_water
         self._sockets = 0
-        self._server: asyncio.Server | None = None
-        self._servers: list[asyncio.Server] = []  # every server made, for wait_closed()
+        self._server: asyncio.Server | None = None  # the one accepting now
+        self._last: asyncio.Server | None = None  # the latest made, for wait_closed()
         self._closed = False
         self._below_low_water = asyncio.Event()
         self._resumer: asyncio.Task[None] | None = None
@@ -112,14 +112,16 @@ class TcpListener:
         if self._server is not None or self._closed:
             return
         loop = asyncio.get_running_loop()
+        # Made without serving, recorded, then started: whatever stop() or pause() happens
+        # during an await below finds the server and closes it, so none is left accepting.
         server = await loop.create_server(
-            self._factory, sock=self._sock.dup(), backlog=self._backlog
+            self._factory, sock=self._sock.dup(), backlog=self._backlog, start_serving=False
         )
-        self._servers.append(server)
-        if self._closed:  # closed while we were starting
+        if self._closed or self._server is not None:  # stopped, or resumed twice, meanwhile
             server.close()
-        else:
-            self._server = server
+            return
+        self._server = self._last = server
+        await server.start_serving()
 
     def stop(self) -> None:
         """Stop accepting for good and close the listening socket."""
@@ -134,6 +136,7 @@ class TcpListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resumer
             self._resumer = None
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        # Servers retired by pause() closed their sockets at once; their clients belong to
+        # the owner, which closes them before waiting here.
+        if self._last is not None:
+            await self._last.wait_closed()
