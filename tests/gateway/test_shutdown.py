@@ -8,11 +8,14 @@ import signal
 import sys
 import time
 
+import pytest
+
 from tidegate import leaks
 from tidegate.gateway import Gateway, open_gateway
 from tidegate.protocol import sign
+from tidegate.protocol.errors import UsageError
 
-from .helpers import TIMEOUT, Client, UdpSender, config, http_get
+from .helpers import TIMEOUT, Client, UdpSender, config, http_get, wait_until
 
 
 async def test_shutdown_leaves_no_task_and_no_thread() -> None:
@@ -154,3 +157,47 @@ async def test_serve_refuses_unsigned_udp_beyond_loopback() -> None:
     _out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     assert proc.returncode == 2
     assert b"without a secret" in err
+
+
+async def test_close_while_starting_waits_then_undoes_everything() -> None:
+    gw = Gateway(config(admin=("127.0.0.1", 0), http=("127.0.0.1", 0)))
+    async with leaks.check(timeout=1.0), asyncio.TaskGroup() as tg:
+        starting = tg.create_task(gw.start())
+        await asyncio.sleep(0)  # start() is now binding its listeners
+        closing = tg.create_task(gw.close())
+    assert starting.done() and closing.done()
+    assert not gw.running
+    assert gw.tcp_address is not None
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*gw.tcp_address)
+    with pytest.raises(UsageError):
+        await gw.start()  # a closed gateway stays closed
+
+
+async def test_a_cancelled_close_still_finishes_and_a_second_close_waits_for_it() -> None:
+    # A client that never reads makes the shutdown wait out its flush deadline (0.3 s), long
+    # enough to cancel the first close() in the middle of it.
+    cfg = config(admin=("127.0.0.1", 0), shutdown_timeout=0.3, overflow="drop-newest")
+    async with leaks.check(timeout=1.0):
+        gw = Gateway(cfg)
+        await gw.start()
+        assert gw.tcp_address is not None
+        stuck = Client(*await asyncio.open_connection(*gw.tcp_address, limit=1024))
+        try:
+            await stuck.send({"op": "hello", "user": "stuck"})
+            assert (await stuck.recv())["op"] == "welcome"
+            while gw.statistics().buffered_bytes < 512 * 1024:
+                for _ in range(64):
+                    gw.push("all", "z" * 16384)
+                await asyncio.sleep(0)  # one loop turn: the flush hands the frames over
+            first = asyncio.create_task(gw.close())
+            # The shutdown stops running at its first step and then waits out the deadline.
+            await wait_until(lambda: not gw.running, what="shutdown to begin")
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert not gw.running
+            await gw.close()  # waits for the same shutdown, which went on without its caller
+            assert gw.statistics().disconnects["server_shutdown"] == 1
+        finally:
+            await stuck.close()

@@ -119,6 +119,10 @@ class Gateway:
         self._web_runners: list[web.AppRunner] = []
         self._all_gone: asyncio.Future[None] | None = None
         self._state = "new"
+        # start() and the shutdown never interleave: a close() that arrives while start() is
+        # binding waits for it, then undoes everything it opened.
+        self._lifecycle = asyncio.Lock()
+        self._shutdown: asyncio.Task[None] | None = None
         self.tcp_address: Address | None = None
         self.udp_address: Address | None = None
         self.admin_address: Address | None = None
@@ -127,6 +131,10 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        async with self._lifecycle:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._state != "new":
             raise UsageError(f"start() on a gateway that is {self._state}")
         self._state = "starting"
@@ -164,7 +172,7 @@ class Gateway:
                 )
                 self.admin_address = await self._serve_web(app, config.admin)
         except BaseException:
-            await self.close()
+            await self._shut_down()
             raise
         self._schedule_sweep()
         self._state = "running"
@@ -184,7 +192,23 @@ class Gateway:
 
     async def close(self) -> None:
         """Graceful shutdown: stop accepting, `server_shutdown` to everyone, flush with a
-        deadline (`shutdown_timeout`), abort the rest, release everything. Idempotent."""
+        deadline (`shutdown_timeout`), abort the rest, release everything.
+
+        Idempotent, and safe to cancel: the shutdown runs in a task of the gateway's own,
+        bounded by its deadlines, which every caller awaits (shielded), so a cancelled caller
+        cannot leave it half done and a later close() waits for the same one.
+        """
+        if self._shutdown is None:
+            self._shutdown = asyncio.get_running_loop().create_task(
+                self._shut_down_after_start(), name="tidegate-shutdown"
+            )
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down_after_start(self) -> None:
+        async with self._lifecycle:
+            await self._shut_down()
+
+    async def _shut_down(self) -> None:
         if self._state in ("closing", "closed"):
             return
         self._state = "closing"
