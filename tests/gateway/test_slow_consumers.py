@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate.gateway import Gateway, open_gateway
 from tidegate.gateway.config import OVERFLOW_POLICIES
@@ -150,3 +151,31 @@ async def test_end_of_stream_with_output_pending_releases_the_client_at_once(pol
             assert stats.disconnects["peer_eof"] == 1
             assert (stats.buffered_bytes, stats.users, stats.closing) == (0, 0, 0)
         await stuck.close()
+
+
+def observed_pushes(gw: Gateway) -> float:
+    for family in text_string_to_metric_families(gw.metrics.exposition().decode()):
+        for sample in family.samples:
+            if sample.name == "tidegate_push_write_latency_seconds_count":
+                return sample.value
+    raise AssertionError("no push latency histogram")
+
+
+async def test_push_latency_is_observed_when_every_target_is_paused() -> None:
+    # Once its transport is paused, frames for the stuck client only queue (drop-oldest keeps
+    # delivering); nothing writes, yet each push is still observed at the end of its turn
+    # instead of piling up unobserved.
+    cfg = config(overflow="drop-oldest", buffer_bytes=4 * MIB, write_timeout=60.0)
+    async with open_gateway(cfg) as gw:
+        stuck = await stuck_client(gw, "stuck")
+        try:
+            while gw.statistics().buffered_bytes < 2 * MIB:  # past the transport's high water
+                gw.push("user:stuck", PAYLOAD)
+                await asyncio.sleep(0)  # one loop turn: the flush hands the frame over
+            before = observed_pushes(gw)
+            for _ in range(50):
+                assert gw.push("user:stuck", PAYLOAD).delivered == 1
+                await asyncio.sleep(0)
+            assert observed_pushes(gw) == before + 50
+        finally:
+            await stuck.close()

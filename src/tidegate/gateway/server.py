@@ -366,6 +366,8 @@ class Gateway:
         if delivered:
             counters.deliveries += delivered
             self._push_marks.append(mark)
+            if not self.flush_pending:  # every target paused: no write scheduled the flush
+                self.schedule_flush(None)
         return PushResult(id, delivered)
 
     def push(

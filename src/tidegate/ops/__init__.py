@@ -1,17 +1,12 @@
 """The operator surface: Prometheus metrics, loop watchdog, profiler, dashboard, admin routes.
 
-Nothing here touches the fan-out hot path: the gateway bumps plain integers, and this package
-reads them through a stats callable when someone looks (a scrape, a dashboard poll).
+The fan-out path only bumps plain integers, which this package reads through a stats callable
+when someone looks (a scrape, a dashboard poll), and records one push latency per push in a
+lock-free `LoopHistogram` (a bisect and two additions).
 
-Wiring, from the gateway's side::
-
-    metrics = OpsMetrics(lambda: stats_from_snapshot(gateway.statistics()))
-    watchdog = Watchdog(lag_histogram=metrics.loop_lag)
-    watchdog.start()                                  # in the gateway's loop
-    app = build_admin_app(gateway)
-    add_ops_routes(app, stats=metrics.stats, registry=metrics.registry, watchdog=watchdog)
-    ...
-    await watchdog.close()
+The gateway wires it in `tidegate.gateway.admin` and `Gateway.start()`: an `OpsMetrics` over
+`gateway.statistics()`, a `Watchdog` observing `metrics.loop_lag`, and `add_ops_routes` on the
+admin app; `Gateway.close()` closes the watchdog.
 """
 
 from .admin_routes import add_ops_routes, debug_vars
