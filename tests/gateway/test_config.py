@@ -76,6 +76,9 @@ def test_bad_env_and_file_name_their_source(tmp_path: Path) -> None:
     file.write_text("tcp = [1]\n")
     with pytest.raises(ConfigError, match="HOST:PORT"):
         load_config(file=file)
+    file.write_text("secret = 123\n")
+    with pytest.raises(ConfigError, match="secret: expected a non-empty string, got 123"):
+        load_config(file=file)
     file.write_text("this is not toml")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(file=file)

@@ -90,6 +90,12 @@ class Config:
             _check_seconds(name, getattr(self, name))
         if self.idle_timeout is not None:
             _check_seconds("idle_timeout", self.idle_timeout)
+        for name in ("secret", "jwt_secret", "api_key", "admin_token"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(
+                    f"{name}: expected a non-empty string, got {value!r}", option=name
+                )
         if self.overflow not in OVERFLOW_POLICIES:
             raise ConfigError(
                 f"overflow: expected one of {', '.join(OVERFLOW_POLICIES)}, got {self.overflow!r}",
