@@ -283,8 +283,8 @@ def load_config(
             name = key.replace("-", "_")
             if name not in _PARSERS:
                 raise ConfigError(f"{path}: unknown option {key!r}")
-            sources[name] = f"{path}: {key}"
-            values[name] = _from_toml(name, value, sources[name])
+            values[name] = _from_toml(name, value, f"{path}: {key}")
+            sources[name] = str(path)  # Config's own errors name the option already
     for name in OPTION_NAMES:
         var = "TIDEGATE_" + name.upper()
         if var in env:
