@@ -7,8 +7,9 @@ new clients in the backlog), and resuming starts a new server on a fresh duplica
 only public API, so it works the same on uvloop.
 
 The owner reports its socket count with `update(sockets)` whenever it changes. At the high-water
-mark accepting pauses at once, synchronously, so not one more client is accepted from the
-current batch; at the low-water mark it resumes. Resuming needs an await, so the listener owns
+mark accepting pauses at once, synchronously: on uvloop not one more client is accepted; the
+default asyncio loop still hands over the rest of the batch it accepted in one go (up to the
+backlog). At the low-water mark it resumes. Resuming needs an await, so the listener owns
 one task for it, which `stop()` cancels and `wait_closed()` awaits.
 """
 

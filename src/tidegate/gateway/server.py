@@ -247,7 +247,8 @@ class Gateway:
         return self._state == "running"
 
     def ready(self) -> bool:
-        """Every configured listener is up and accepting work (`/readyz`)."""
+        """Running, with the TCP listener accepting (`/readyz`). The contract's broker canary
+        joins this once the gateway has a broker (NATS, for `--workers`)."""
         return self.running and (self._listener is None or self._listener.accepting)
 
     # -- Hub: what ClientProtocol calls ----------------------------------------------------
