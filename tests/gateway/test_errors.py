@@ -31,7 +31,7 @@ def token(**claims: object) -> str:
         b'{"op":"ping"}\n',
         b'{"op":"join","room":"lobby"}\n',
         b"\n",
-        b'{"op":"hello","user":' + b"[" * 5000 + b"]" * 5000 + b"}\n",  # nested too deeply
+        b'{"op":"hello","user":' + b"[" * 20_000 + b"]" * 20_000 + b"}\n",  # nested too deeply
     ],
 )
 async def test_bad_first_frame(first: bytes) -> None:

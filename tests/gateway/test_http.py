@@ -109,8 +109,8 @@ async def test_batch_gives_a_result_per_item_in_order() -> None:
         (b'{"to":"all","data":1,"ts":"noon"}', "bad_body"),
         (b'{"to":"user:","data":1}', "bad_target"),
         (b'{"to":"everyone","data":1}', "bad_target"),
-        (b'{"to":"all","data":' + b"[" * 5000 + b"]" * 5000 + b"}", "bad_json"),
-        (b"[" + b'{"to":"all","data":' + b"[" * 5000 + b"]" * 5000 + b"}]", "bad_json"),
+        (b'{"to":"all","data":' + b"[" * 20_000 + b"]" * 20_000 + b"}", "bad_json"),
+        (b"[" + b'{"to":"all","data":' + b"[" * 20_000 + b"]" * 20_000 + b"}]", "bad_json"),
     ],
 )
 async def test_bad_bodies_are_400_and_deliver_nothing(body: bytes, error: str) -> None:

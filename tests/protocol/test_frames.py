@@ -51,7 +51,7 @@ def test_parse(line: bytes, frame: object) -> None:
         b'{"op":"ping"} {"op":"ping"}',
         b"\xff\xfe",
         b"[" * 10_000,
-        b'{"op":"hello","user":' + b"[" * 5000 + b"]" * 5000 + b"}",  # nested too deeply
+        b'{"op":"hello","user":' + b"[" * 20_000 + b"]" * 20_000 + b"}",  # nested too deeply
     ],
 )
 def test_parse_rejects(line: bytes) -> None:

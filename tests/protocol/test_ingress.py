@@ -63,7 +63,7 @@ def test_push_keeps_raw_data() -> None:
         (b'{"to":"all","data":1,"id":""}', RejectReason.BAD_BODY),
         (b'{"to":"all","data":1,"ts":"now"}', RejectReason.BAD_BODY),
         (b'{"to":"nobody","data":1}', RejectReason.BAD_TARGET),
-        (b'{"to":"all","data":' + b"[" * 5000 + b"]" * 5000 + b"}", RejectReason.BAD_JSON),
+        (b'{"to":"all","data":' + b"[" * 20_000 + b"]" * 20_000 + b"}", RejectReason.BAD_JSON),
     ],
 )
 def test_bad_bodies(raw: bytes, reason: RejectReason) -> None:
@@ -93,7 +93,7 @@ def test_split_batch_leaves_non_arrays_to_parse_push(raw: bytes) -> None:
         (b"[", RejectReason.BAD_JSON),
         (b"[1,]", RejectReason.BAD_JSON),
         (b" [ ]", RejectReason.BAD_BODY),
-        (b"[" + b"[" * 5000 + b"]" * 5000 + b"]", RejectReason.BAD_JSON),
+        (b"[" + b"[" * 20_000 + b"]" * 20_000 + b"]", RejectReason.BAD_JSON),
     ],
 )
 def test_split_batch_rejects_broken_or_empty_arrays(raw: bytes, reason: RejectReason) -> None:
