@@ -24,6 +24,10 @@ from tidegate.protocol.connection import Authenticate
 
 __all__ = ["ClientProtocol", "Hub"]
 
+# `_through_turn` while a frame may not be written through: the transport is paused, frames
+# are queued (they must leave first), or the connection no longer sends.
+_NEVER = 1 << 62
+
 
 class Hub(Protocol):
     """What a client connection needs from the server that owns it."""
@@ -59,7 +63,7 @@ class ClientProtocol(asyncio.Protocol):
         "_sendable",
         "_stall_drained",
         "_stall_since",
-        "_write_turn",
+        "_through_turn",
         "_written",
         "core",
         "linger_deadline",
@@ -75,12 +79,15 @@ class ClientProtocol(asyncio.Protocol):
         self._queue: list[bytes] = []
         self._queued = 0
         self._in_transport = 0
-        self._limit = hub.buffer_bytes
+        self._limit = hub.buffer_bytes  # -1 once nothing more may be sent
         self._sendable = False  # True from connection_made until our close or the peer's
         self._paused = False
         self._dirty = False
         self._written = 0  # bytes ever handed to the transport, to measure draining
-        self._write_turn = -1  # the hub turn of our last write-through
+        # A frame may be written through while this is below the hub's turn: it holds the
+        # turn of the last write-through, -1 after a flush, or _NEVER. One comparison on the
+        # fan-out path stands for "sending, not paused, nothing queued, not yet this turn".
+        self._through_turn = _NEVER
         self._stall_since = math.inf
         self._stall_drained = 0
         self.linger_deadline = math.inf
@@ -99,6 +106,7 @@ class ClientProtocol(asyncio.Protocol):
             now=hub.now(),
         )
         self._sendable = True
+        self._through_turn = -1
         refusal = hub.admit(self)
         if refusal is ErrorCode.TOO_MANY_CONNECTIONS:
             self.close(refusal, "the gateway is at its connection limit")
@@ -147,11 +155,11 @@ class ClientProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
+        self._through_turn = _NEVER
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._queue:
-            self.flush()
+        self.flush()
 
     # -- outbound ------------------------------------------------------------------------
 
@@ -170,31 +178,39 @@ class ClientProtocol(asyncio.Protocol):
         transport's buffer (it only shrinks between our writes), so the exact size is asked
         for only when the bound says the frame might not fit.
         """
-        if not self._sendable:
-            return False
         size = len(frame)
-        if self._queued + self._in_transport + size > self._limit:
-            self._in_transport = self._transport_size()
-            if self._queued + self._in_transport + size > self._limit and not self._make_room(size):
-                return False
+        if self._queued + self._in_transport + size > self._limit and not self._fits(size):
+            return False
         hub = self._hub
-        if not self._queue and not self._paused and self._write_turn != hub.turn:
+        if self._through_turn < hub.turn:
             # Write-through: the first frame of a loop turn leaves at once (one syscall, no
             # second pass); frames that follow in the same turn queue up and leave together.
-            self._write_turn = hub.turn
+            self._through_turn = hub.turn
             self._written += size
             self._in_transport += size
-            assert self.transport is not None
-            self.transport.write(frame)
+            self.transport.write(frame)  # type: ignore[union-attr]  # set while sending
             if not hub.flush_pending:
                 hub.schedule_flush(None)  # ends the turn
             return True
         self._queue.append(frame)
         self._queued += size
+        self._through_turn = _NEVER
         if not self._dirty and not self._paused:
             self._dirty = True
             hub.schedule_flush(self)
         return True
+
+    def _fits(self, size: int) -> bool:
+        """The bound says `size` more bytes may not fit: ask the transport, then the policy."""
+        if not self._sendable:
+            return False
+        self._in_transport = self._transport_size()
+        return self._queued + self._in_transport + size <= self._limit or self._make_room(size)
+
+    def _stop_sending(self) -> None:
+        self._sendable = False
+        self._limit = -1  # fails the fan-out path's bound check, which then asks _fits()
+        self._through_turn = _NEVER
 
     def _transport_size(self) -> int:
         transport = self.transport
@@ -226,16 +242,18 @@ class ClientProtocol(asyncio.Protocol):
     def flush(self) -> None:
         """Hand everything queued to the transport in one write (called once per loop turn)."""
         self._dirty = False
-        queue = self._queue
-        if self._paused or not queue or self.transport is None:
+        if self._paused or not self._sendable or self.transport is None:
             return
-        data = queue[0] if len(queue) == 1 else b"".join(queue)
-        queue.clear()
-        self._queued = 0
-        size = len(data)
-        self._written += size
-        self._in_transport += size
-        self.transport.write(data)
+        queue = self._queue
+        if queue:
+            data = queue[0] if len(queue) == 1 else b"".join(queue)
+            queue.clear()
+            self._queued = 0
+            size = len(data)
+            self._written += size
+            self._in_transport += size
+            self.transport.write(data)
+        self._through_turn = -1
 
     # -- closing -------------------------------------------------------------------------
 
@@ -252,7 +270,7 @@ class ClientProtocol(asyncio.Protocol):
         hub = self._hub
         core = self.core
         assert core is not None and self.transport is not None
-        self._sendable = False
+        self._stop_sending()
         hub.counters.disconnects[code.value] += 1
         if core.user is not None:
             hub.registry.remove(self, core.user, core.rooms)
@@ -274,7 +292,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _peer_gone(self, why: str) -> None:
         core = self.core
-        self._sendable = False
+        self._stop_sending()
         if core is None or core.state is State.CLOSED:
             return
         if core.state is not State.CLOSING:
