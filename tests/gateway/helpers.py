@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate.gateway import Config
 
@@ -160,3 +161,20 @@ async def http_session(**headers: str) -> AsyncIterator[aiohttp.ClientSession]:
 def url(address: tuple[str, int] | None, path: str) -> str:
     assert address is not None
     return f"http://{address[0]}:{address[1]}{path}"
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_samples(exposition: str) -> Samples:
+    """Prometheus text, read with the official parser: (name, sorted labels) -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """A sample's value; 0 for a labelled counter that has not been seen yet."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)

@@ -7,13 +7,11 @@ import asyncio
 import time
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tidegate.auth import make_token
 from tidegate.gateway import Gateway, open_gateway
 from tidegate.protocol import sign
 
-from .helpers import Client, UdpSender, config, http_session, url
+from .helpers import Client, Samples, UdpSender, config, http_session, metric, parse_samples, url
 
 JWT_SECRET = "admin-tests-jwt-secret-0123456789abcdef"
 ADMIN_TOKEN = "admin-tests-token"
@@ -28,18 +26,10 @@ async def get(gw: Gateway, path: str, **headers: str) -> tuple[int, str]:
         return r.status, await r.text()
 
 
-async def scrape(gw: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def scrape(gw: Gateway) -> Samples:
     status, text = await get(gw, "/metrics")
     assert status == 200
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def metric(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return parse_samples(text)
 
 
 async def test_metrics_follow_the_traffic() -> None:

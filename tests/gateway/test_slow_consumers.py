@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate.gateway import Gateway, open_gateway
 from tidegate.gateway.config import OVERFLOW_POLICIES
 
-from .helpers import TIMEOUT, Client, config, wait_until
+from .helpers import TIMEOUT, Client, config, parse_samples, wait_until
 
 MIB = 1024 * 1024
 PAYLOAD = "x" * (16 * 1024)
@@ -154,11 +153,8 @@ async def test_end_of_stream_with_output_pending_releases_the_client_at_once(pol
 
 
 def observed_pushes(gw: Gateway) -> float:
-    for family in text_string_to_metric_families(gw.metrics.exposition().decode()):
-        for sample in family.samples:
-            if sample.name == "tidegate_push_write_latency_seconds_count":
-                return sample.value
-    raise AssertionError("no push latency histogram")
+    samples = parse_samples(gw.metrics.exposition().decode())
+    return samples[("tidegate_push_write_latency_seconds_count", ())]
 
 
 async def test_push_latency_is_observed_when_every_target_is_paused() -> None:
