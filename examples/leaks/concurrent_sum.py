@@ -28,7 +28,7 @@ from examples.leaks.chan import Unbuffered, fire_and_forget
 
 
 def split(numbers: Sequence[int], parts: int) -> list[Sequence[int]]:
-    size = -(-len(numbers) // parts)  # ceiling division
+    size = max(1, -(-len(numbers) // parts))  # ceiling division; an empty input has no parts
     return [numbers[i : i + size] for i in range(0, len(numbers), size)]
 
 

@@ -65,12 +65,16 @@ async def consume_jobs(jobs_to_do: list[str], handle: Handle) -> None:
 async def log_shipper(lines: asyncio.Queue[str], flush: Flush, *, flush_every: float) -> None:
     """`for { select { case line := <-lines: ...; case <-tick.C: flush } }`, no way out."""
     batch: list[str] = []
+    # A ticker fires on its own schedule, whatever the traffic: each wait ends at the next tick,
+    # not `flush_every` after the last line (which a steady trickle would keep pushing back).
+    next_tick = asyncio.get_running_loop().time() + flush_every
     try:
         while True:
             try:
-                async with asyncio.timeout(flush_every):
+                async with asyncio.timeout_at(next_tick):
                     line = await lines.get()  # LEAK: waits here forever, between ticks
             except TimeoutError:  # the tick
+                next_tick += flush_every
                 if batch:
                     flush(batch)
                     batch = []

@@ -36,5 +36,6 @@ def assert_blocks_in(report: str, func: Callable[..., Any], text: str) -> None:
 def assert_created_by(report: str, func: Callable[..., Any] | str) -> None:
     """Some leak in the report was created by `func` (a function, or the name of a nested one)."""
     name = func if isinstance(func, str) else func.__name__
-    pattern = rf"^\s*created by .*\b{re.escape(name)}\b"
+    # The creator is a qualified name (`outer.<locals>.inner`) followed by ` at file:line`.
+    pattern = rf"^\s*created by (\S+\.)?{re.escape(name)} at "
     assert re.search(pattern, report, re.MULTILINE), f"created by {name}?\n{report}"

@@ -66,3 +66,35 @@ async def test_owned_select_loop_is_cancelled_and_flushes() -> None:
         lines.put_nowait("one line")
         lines.put_nowait("two lines")
     assert flushed == [["one line", "two lines"]]  # cancellation shipped what was queued
+
+
+async def test_running_shipper_ships_its_batch_when_cancelled() -> None:
+    flushed: list[list[str]] = []
+    async with (
+        leaks.check(timeout=CHECK),
+        idle_consumer.open_log_shipper(flushed.append, flush_every=CHECK * 10) as lines,
+    ):
+        lines.put_nowait("one line")
+        await asyncio.sleep(0)  # one loop turn: the shipper starts and takes the line
+        assert lines.empty() and flushed == []
+    assert flushed == [["one line"]]  # its `finally` shipped the batch it was holding
+
+
+async def test_ticker_flushes_on_schedule_under_steady_traffic() -> None:
+    # A line arrives every quarter tick, so a timeout restarted per line would never expire.
+    ticked = asyncio.Event()
+    sent: list[str] = []
+
+    def flush(batch: list[str]) -> None:
+        assert batch == sent[: len(batch)]
+        ticked.set()
+
+    async with (
+        leaks.check(timeout=CHECK),
+        idle_consumer.open_log_shipper(flush, flush_every=FLUSH_EVERY) as lines,
+        asyncio.timeout(100 * FLUSH_EVERY),
+    ):
+        while not ticked.is_set():
+            sent.append(f"line {len(sent)}")
+            lines.put_nowait(sent[-1])
+            await asyncio.sleep(FLUSH_EVERY / 4)  # the traffic's pace, not a synchronisation
