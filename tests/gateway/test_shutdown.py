@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -112,7 +113,9 @@ async def test_tidegate_serve_process_end_to_end() -> None:
         proc.send_signal(signal.SIGUSR1)
         assert proc.stderr is not None
         dump = b""
-        while b"created by Watchdog.start" not in dump:
+        # The dump lists tasks, then threads: the watchdog's monitor thread comes last.
+        last = re.compile(rb"thread tidegate-watchdog-monitor .*created by Watchdog.start", re.S)
+        while not last.search(dump):
             line = await asyncio.wait_for(proc.stderr.readline(), TIMEOUT)
             assert line, "tidegate exited instead of dumping"
             if line.startswith(b"=== tidegate dump") or dump:

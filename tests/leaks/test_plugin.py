@@ -144,3 +144,64 @@ def test_session_end_lists_threads_no_test_caught(
     result.stdout.fnmatch_lines(
         ["*still running at the end of the session (1)*", "*thread outlives-session*"]
     )
+
+
+FIXTURES = """
+import asyncio, threading, pytest
+import leak_release
+
+async def hang(event):
+    await event.wait()
+
+@pytest.fixture
+async def leaky_server():
+    asyncio.create_task(hang(asyncio.Event()), name="fixture-task")
+    yield
+
+@pytest.fixture
+async def owned_server():
+    task = asyncio.create_task(hang(asyncio.Event()), name="owned-task")
+    yield
+    task.cancel()  # not awaited: the check gives it the loop to finish
+
+@pytest.fixture
+def leaky_thread():
+    threading.Thread(target=leak_release.event.wait, name="fixture-thread").start()
+    yield
+    # forgot leak_release.event.set()
+
+async def test_uses_leaky_fixture(leaky_server):
+    pass
+
+async def test_uses_owned_fixture(owned_server):
+    pass
+
+def test_uses_leaky_thread(leaky_thread):
+    pass
+"""
+
+
+def test_fixture_leaks_fail_the_teardown_before_the_loop_cancels_them(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    monkeypatch.setitem(sys.modules, "leak_release", types.SimpleNamespace(event=release))
+    pytester.makepyfile(FIXTURES)
+    try:
+        result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2")
+    finally:
+        release.set()
+    # Each body passes; two teardowns fail with the report.
+    result.assert_outcomes(passed=3, errors=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*ERROR at teardown of test_uses_leaky_fixture*",
+            "*task fixture-task [[]asyncio.Event.wait, *[]]:*",
+            "*created by leaky_server at *",
+            "*started during setup or teardown of *test_uses_leaky_fixture (by a fixture)*",
+            "*ERROR at teardown of test_uses_leaky_thread*",
+            "*thread fixture-thread [[]threading.Event.wait, *[]]*",
+            "*test_uses_leaky_thread leaked: thread fixture-thread*",
+        ]
+    )
+    assert "owned-task" not in result.stdout.str()

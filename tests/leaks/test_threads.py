@@ -20,6 +20,15 @@ def test_thread_finishing_late_is_not_a_leak() -> None:
         threading.Timer(0.05, go.set).start()
 
 
+async def test_sync_scope_in_a_running_loop_waits_for_its_threads() -> None:
+    # The loop cannot run while a sync `with` waits, but threads can: they still get the
+    # timeout. The thread ends only once the scope's exit has begun waiting.
+    go = threading.Event()
+    with leaks.check():
+        threading.Thread(target=go.wait, name="late").start()
+        threading.Timer(0.05, go.set).start()
+
+
 def test_blocked_daemon_thread_is_reported_with_its_stack() -> None:
     jobs: queue.Queue[int] = queue.Queue()
     with pytest.raises(leaks.LeakError) as caught, leaks.check(timeout=SHORT):

@@ -101,6 +101,7 @@ def _scan_threads(now: float, belongs: Callable[[threading.Thread, list[Any]], b
     frames = sys._current_frames()
     found = []
     for thread in threading.enumerate():
+        # Default filter: the thread asking cannot be waiting for itself to end.
         if thread is current or not thread.is_alive():
             continue
         stack = _inspect.thread_frames(frames.get(thread.ident or 0))
@@ -120,11 +121,13 @@ def find(*, ignore: Iterable[Ignore] = (), tasks: bool = True, threads: bool = T
     rules = tuple(ignore)
     found: list[Leak] = []
     if tasks:
+        # Default filter: the task asking is still running its own code, not leaked.
         me = _current_task()
         found.extend(
             _inspect.inspect_task(task, now) for task in _all_loop_tasks() if task is not me
         )
     if threads:
+        # Default filter: the main thread runs the program itself; it ends with it.
         main = threading.main_thread()
         found.extend(_scan_threads(now, lambda thread, stack: thread is not main))
     return [leak for leak in found if not excused(leak, rules)]
@@ -170,6 +173,8 @@ class _Entry:
         origin = origin_of(thread)
         if origin is not None:
             return self.scope.contains(origin.scope)
+        # Default filter: an untracked thread (started before tracking was on, or by C code)
+        # that was already running when the scope began is not the scope's doing.
         return thread not in self.threads_before
 
     def scan(self, rules: tuple[Ignore, ...], tasks: bool, threads: bool) -> list[Leak]:
@@ -183,6 +188,7 @@ class _Entry:
             found.extend(
                 _inspect.inspect_task(task, now)
                 for task in asyncio.all_tasks(self.loop)
+                # Default filter: the task that entered the scope is the scope's own body.
                 if task is not self.owner
                 # The raw (scope, code, lasti) stamp, read without building an Origin.
                 and (origin := getattr(task, ORIGIN_ATTR, None)) is not None
@@ -191,6 +197,41 @@ class _Entry:
         if threads:
             found.extend(_scan_threads(now, self._thread_is_ours))
         return [leak for leak in found if not excused(leak, rules)]
+
+    def wait(
+        self, rules: tuple[Ignore, ...], timeout: float, tasks: bool, threads: bool
+    ) -> tuple[list[Leak], float]:
+        """What is still alive after up to ``timeout`` seconds, and how long that took,
+        waiting without a loop."""
+        start = time.monotonic()
+        # Sleeping here stalls a loop running in this thread, so waiting could not help
+        # its tasks: they get one look. Threads run on their own and get the whole timeout.
+        leaked_tasks = self.scan(rules, tasks=tasks, threads=False)
+        deadline = start + timeout
+        delay = FIRST_DELAY
+        while True:
+            leaked_threads = self.scan(rules, tasks=False, threads=threads)
+            remaining = deadline - time.monotonic()
+            if not leaked_threads or remaining <= 0:
+                return leaked_tasks + leaked_threads, time.monotonic() - start
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_DELAY)
+
+    async def wait_async(
+        self, rules: tuple[Ignore, ...], timeout: float, tasks: bool, threads: bool
+    ) -> tuple[list[Leak], float]:
+        """Like ``wait``, from a coroutine of the loop: its tasks get the timeout too."""
+        start = time.monotonic()
+        deadline = start + timeout
+        delay = FIRST_DELAY
+        await asyncio.sleep(0)  # let just-cancelled tasks run their cleanup
+        while True:
+            found = self.scan(rules, tasks, threads)
+            remaining = deadline - time.monotonic()
+            if not found or remaining <= 0:
+                return found, time.monotonic() - start
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_DELAY)
 
 
 class Check:
@@ -232,20 +273,9 @@ class Check:
         try:
             if exc is not None:
                 return  # the body's own error says more than a leak report would
-            # Sleeping here would stall a loop running in this thread, so tasks get
-            # one look; threads get the whole timeout.
-            start = time.monotonic()
-            deadline = start + (self.timeout if entry.loop is None else 0.0)
-            delay = FIRST_DELAY
-            while True:
-                found = entry.scan(self.ignore, self.tasks, self.threads)
-                remaining = deadline - time.monotonic()
-                if not found or remaining <= 0:
-                    break
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, MAX_DELAY)
+            found, waited = entry.wait(self.ignore, self.timeout, self.tasks, self.threads)
             if found:
-                raise LeakError(found, waited=time.monotonic() - start)
+                raise LeakError(found, waited=waited)
         finally:
             entry.scope.close()
 
@@ -259,19 +289,11 @@ class Check:
         try:
             if exc is not None:
                 return
-            start = time.monotonic()
-            deadline = start + self.timeout
-            delay = FIRST_DELAY
-            await asyncio.sleep(0)  # let just-cancelled tasks run their cleanup
-            while True:
-                found = entry.scan(self.ignore, self.tasks, self.threads)
-                remaining = deadline - time.monotonic()
-                if not found or remaining <= 0:
-                    break
-                await asyncio.sleep(min(delay, remaining))
-                delay = min(delay * 2, MAX_DELAY)
+            found, waited = await entry.wait_async(
+                self.ignore, self.timeout, self.tasks, self.threads
+            )
             if found:
-                raise LeakError(found, waited=time.monotonic() - start)
+                raise LeakError(found, waited=waited)
         finally:
             entry.scope.close()
 

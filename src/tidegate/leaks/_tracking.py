@@ -19,11 +19,12 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import importlib.util
 import os
 import sys
 import threading
 from collections.abc import Callable, Coroutine
-from types import CodeType, FrameType
+from types import CodeType, FrameType, FunctionType
 from typing import Any, NamedTuple
 
 ORIGIN_ATTR = "_tidegate_origin"
@@ -103,6 +104,10 @@ def _library_files() -> frozenset[str]:
     # birth (asyncio.create_task, TaskGroup.create_task, gather, ...); the
     # creation site is the first frame outside them.
     files = {__file__}
+    # uvloop.run() wraps asyncio.Runner: the main task's creator is the line calling it.
+    uvloop = importlib.util.find_spec("uvloop")
+    if uvloop is not None and uvloop.origin is not None:
+        files.add(uvloop.origin)
     prefix = os.path.dirname(asyncio.__file__)
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
@@ -113,20 +118,50 @@ def _library_files() -> frozenset[str]:
 
 SKIP_FILES = _library_files()
 
+# Where the event loop itself calls Python code: Handle._run runs every callback of asyncio's
+# loop; uvloop's loop is compiled, so its callbacks sit right on the frame that started it,
+# Runner.run. A walk that climbs out of plumbing into one of these has left the creator's call
+# chain (a protocol's connection_made made the task, say), and the frames above are only
+# whatever started the loop. Runner.run is also the real creator of the main task, when it is
+# where the walk starts.
+_HANDLE_RUN = asyncio.events.Handle._run.__code__
+_RUNNER_RUN = asyncio.Runner.run.__code__
+# The task factory's fast walk skips all plumbing but these two files, so it stops on a loop
+# frame instead of climbing past it, and only then takes the slow walk (creator_of).
+_FAST_SKIP_FILES = SKIP_FILES - {_HANDLE_RUN.co_filename, _RUNNER_RUN.co_filename}
 
-def creator_frame(depth: int) -> FrameType | None:
-    """The first frame above ``depth`` that is not asyncio's own plumbing."""
-    frame: FrameType | None = sys._getframe(depth + 1)
-    while frame is not None and frame.f_code.co_filename in SKIP_FILES:
-        frame = frame.f_back
-    return frame
+
+def creator_of(start: FrameType | None) -> tuple[CodeType | None, int]:
+    """The code and instruction offset that created something, walking up from ``start``.
+
+    Frames of asyncio's plumbing are skipped. Reaching the loop's own dispatch means the
+    creator was code the loop called back: the task that was running, if any (a job started
+    by ``to_thread``), else the callback's own frame.
+    """
+    frame, below = start, None
+    while frame is not None:
+        code = frame.f_code
+        if (code is _HANDLE_RUN or code is _RUNNER_RUN) and below is not None:
+            return _dispatched(below)
+        if code.co_filename not in SKIP_FILES:
+            return code, frame.f_lasti
+        frame, below = frame.f_back, frame
+    return None, 0
+
+
+def _dispatched(callback: FrameType) -> tuple[CodeType | None, int]:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    raw = getattr(task, ORIGIN_ATTR, None)
+    if raw is not None:
+        return raw[1], raw[2]
+    return callback.f_code, callback.f_lasti
 
 
 def _origin_here(depth: int) -> Origin:
-    frame = creator_frame(depth + 1)
-    if frame is None:
-        return Origin(current_scope.get(), None, 0)
-    return Origin(current_scope.get(), frame.f_code, frame.f_lasti)
+    return Origin(current_scope.get(), *creator_of(sys._getframe(depth + 1)))
 
 
 def origin_of(obj: object) -> Origin | None:
@@ -146,11 +181,14 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
     to locals, and it records a code object and a line, not a traceback.
     """
     get_frame = sys._getframe
-    skip = SKIP_FILES
+    skip = _FAST_SKIP_FILES
+    loop_files = SKIP_FILES - skip
     get_scope = current_scope.get
     # Where to start looking for the creator: above asyncio's own Python
-    # loop.create_task when there is one (uvloop's is compiled, so no frame).
-    depth = 2 if hasattr(loop.create_task, "__code__") else 1
+    # loop.create_task when there is one. uvloop's is compiled and has no frame,
+    # though Cython gives it a __code__: only a plain function makes one.
+    method = getattr(loop.create_task, "__func__", None)
+    depth = 2 if isinstance(method, FunctionType) else 1
 
     def stamp(task: asyncio.Future[Any]) -> None:
         frame: FrameType | None = get_frame(depth + 1)
@@ -159,6 +197,8 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
         scope = get_scope()
         if frame is None:
             task._tidegate_origin = (scope, None, 0)  # type: ignore[attr-defined]
+        elif frame.f_code.co_filename in loop_files:
+            task._tidegate_origin = (scope, *creator_of(get_frame(depth + 1)))  # type: ignore[attr-defined]
         else:
             task._tidegate_origin = (scope, frame.f_code, frame.f_lasti)  # type: ignore[attr-defined]
         if scope is not None:
@@ -183,6 +223,8 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
             scope = get_scope()
             if frame is None:
                 task._tidegate_origin = (scope, None, 0)  # type: ignore[attr-defined]
+            elif frame.f_code.co_filename in loop_files:
+                task._tidegate_origin = (scope, *creator_of(get_frame(depth)))  # type: ignore[attr-defined]
             else:
                 origin = (scope, frame.f_code, frame.f_lasti)
                 task._tidegate_origin = origin  # type: ignore[attr-defined]

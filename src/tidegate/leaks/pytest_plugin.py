@@ -6,6 +6,12 @@ runner (pytest-asyncio, anyio) tears its loop down and silently cancels
 leftovers. A default-executor thread found leaked is detached from its loop,
 so the runner's teardown does not wait for it forever.
 
+Fixtures are checked too. Each test's setup opens an outer scope, so tasks and
+threads its fixtures start belong to it: when the test's own pytest-asyncio
+runner (a function-scoped loop) is about to close, after every fixture has torn
+down, that scope's tasks get the timeout to end, and its threads get it at the
+end of teardown. What is left fails the test's teardown with the report.
+
 Markers: ``@pytest.mark.leaks(timeout=..., ignore=[...])`` checks a test (with
 its own options) even when the check is off; ``@pytest.mark.no_leak_check``
 opts a test out.
@@ -22,14 +28,36 @@ from typing import Any
 
 import pytest
 
-from ._detector import LeakError, check, find
+from ._detector import LeakError, _Entry, check, find
 from ._records import Leak
 from ._report import format_leak
+from ._tracking import current_scope, track
 
 # Per session: which test leaked what, and what was still running at its end.
 _BY_TEST = pytest.StashKey[list[tuple[str, list[Leak]]]]()
 _SESSION_THREADS = pytest.StashKey[set[threading.Thread]]()
 _LEFTOVERS = pytest.StashKey[list[Leak]]()
+# Per test: the scope its fixtures run in, its options, and what its body's check reported.
+_FIXTURE_SCOPE = pytest.StashKey["_FixtureScope"]()
+
+
+class _FixtureScope:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.entry = _Entry()
+        self.options = options
+        self.reported: list[Leak] = []
+
+    def leftovers(self, found: list[Leak]) -> list[Leak]:
+        seen = {id(leak.target()) for leak in self.reported}
+        return [leak for leak in found if id(leak.target()) not in seen]
+
+    def fail(self, item: pytest.Item, found: list[Leak], waited: float) -> None:
+        self.reported.extend(found)
+        item.config.stash[_BY_TEST].append((item.nodeid, found))
+        _detach_stuck_executor(found)
+        error = LeakError(found, waited=waited)
+        error.add_note(f"started during setup or teardown of {item.nodeid} (by a fixture)")
+        raise error
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -118,13 +146,76 @@ def _wrap(
     return run
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    options = _options(item)
+    if options is not None and isinstance(item, pytest.Function):
+        item.stash[_FIXTURE_SCOPE] = _FixtureScope(options)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    runner = yield
+    # pytest-asyncio's loop comes as a fixture holding an asyncio.Runner. Track its loop so
+    # fixture tasks carry the test's scope, and look at them before the runner closes it
+    # (its finalizer is registered already, so this one runs first).
+    fixture_scope = request.node.stash.get(_FIXTURE_SCOPE, None)
+    if isinstance(runner, asyncio.Runner) and fixture_scope is not None:
+        track(runner.get_loop())
+        if fixturedef.scope == "function":
+            fixturedef.addfinalizer(functools.partial(_check_fixture_tasks, request.node, runner))
+    return runner
+
+
+def _check_fixture_tasks(item: pytest.Item, runner: asyncio.Runner) -> None:
+    fixture_scope = item.stash[_FIXTURE_SCOPE]
+    entry, options = fixture_scope.entry, fixture_scope.options
+    entry.loop = runner.get_loop()
+    rules = tuple(options.get("ignore", ()))
+
+    async def wait() -> tuple[list[Leak], float]:
+        entry.owner = asyncio.current_task()  # the waiting task is not one of the leaks
+        return await entry.wait_async(rules, options["timeout"], tasks=True, threads=False)
+
+    found, waited = runner.run(wait())
+    if leftovers := fixture_scope.leftovers(found):
+        fixture_scope.fail(item, leftovers, waited)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    finally:
+        fixture_scope = item.stash.get(_FIXTURE_SCOPE, None)
+        if fixture_scope is not None:
+            del item.stash[_FIXTURE_SCOPE]
+            _check_fixture_threads(item, fixture_scope)
+
+
+def _check_fixture_threads(item: pytest.Item, fixture_scope: _FixtureScope) -> None:
+    entry, options = fixture_scope.entry, fixture_scope.options
+    current_scope.reset(entry.token)
+    try:
+        rules = tuple(options.get("ignore", ()))
+        found, waited = entry.wait(rules, options["timeout"], tasks=False, threads=True)
+        if leftovers := fixture_scope.leftovers(found):
+            fixture_scope.fail(item, leftovers, waited)
+    finally:
+        entry.scope.close()
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     options = _options(item)
     if options is None or not isinstance(item, pytest.Function):
         yield
         return
-    leaked: list[Leak] = []
+    fixture_scope = item.stash.get(_FIXTURE_SCOPE, None)
+    leaked: list[Leak] = fixture_scope.reported if fixture_scope is not None else []
     # Hypothesis keeps the real test body one level down.
     hypothesis = getattr(item.obj, "hypothesis", None)
     holder, attr = (hypothesis, "inner_test") if hypothesis is not None else (item, "obj")
