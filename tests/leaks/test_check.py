@@ -269,6 +269,30 @@ async def test_sleeping_task_reports_delay() -> None:
     assert caught.value.leaks[0].blocked_on == "asyncio.sleep (3600s)"
 
 
+async def hold_lock_then(lock: asyncio.Lock, waiter: asyncio.Future[None]) -> None:
+    async with lock:
+        await waiter
+
+
+async def take_lock(lock: asyncio.Lock) -> None:
+    async with lock:
+        pass
+
+
+async def test_lock_and_future_waits_are_named() -> None:
+    lock = asyncio.Lock()
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            asyncio.create_task(hold_lock_then(lock, waiter), name="holder")
+            await asyncio.sleep(0)  # one turn: the holder takes the lock first
+            asyncio.create_task(take_lock(lock), name="contender")
+    waiter.set_result(None)
+    blocked = {leak.name: leak.blocked_on for leak in caught.value.leaks}
+    await leaks.cancel_tasks(caught.value.leaks)
+    assert blocked == {"holder": "Future", "contender": "asyncio.Lock"}
+
+
 async def test_forgotten_task_is_not_garbage_collected_out_of_the_report() -> None:
     # Nobody references the task, and the event it waits on is reachable only from the task
     # itself: a reference cycle the collector could destroy at any moment, taking the task
