@@ -7,6 +7,7 @@ reading its socket at 128 KiB, so the kernel buffers fill and the gateway sees b
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -18,6 +19,11 @@ from .helpers import TIMEOUT, Client, config, parse_samples, wait_until
 MIB = 1024 * 1024
 PAYLOAD = "x" * (16 * 1024)
 PUSHES = 20 * MIB // len(PAYLOAD) + 1  # >= 20 MiB per client
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 async def stuck_client(gw: Gateway, user: str) -> Client:
@@ -56,6 +62,7 @@ async def test_20_mib_broadcast_with_a_client_that_never_reads(policy: str) -> N
                 progress.set()
 
         worst = 0
+        rss_before = resident_bytes()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(read_normal())
             for n in range(PUSHES):
@@ -66,8 +73,12 @@ async def test_20_mib_broadcast_with_a_client_that_never_reads(policy: str) -> N
                 while received < n - 16:
                     progress.clear()
                     await asyncio.wait_for(progress.wait(), TIMEOUT)
+        rss_growth = resident_bytes() - rss_before
         assert received == PUSHES  # the normal client missed nothing
         assert worst <= cfg.buffer_bytes + 256  # + at most one error frame
+        # The whole process (gateway and both clients) grew by far less than the 20 MiB it
+        # pushed at the stuck client: nothing piles up outside the bounded buffer either.
+        assert rss_growth < 8 * MIB
         stats = gw.statistics()
         if policy == "disconnect":
             assert stats.disconnects["slow_consumer"] == 1

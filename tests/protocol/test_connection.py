@@ -155,6 +155,14 @@ def test_idle_timeout_counts_any_frame_as_liveness() -> None:
     assert closing == Closing(ErrorCode.IDLE_TIMEOUT, "no frame for 20 s")
 
 
+def test_idle_timeout_ignores_bytes_that_make_no_frame() -> None:
+    conn = opened()
+    conn.receive_data(b'{"op":', 10.0)
+    conn.receive_data(b" ", 19.0)
+    closing = conn.check_timeouts(20.0)
+    assert closing == Closing(ErrorCode.IDLE_TIMEOUT, "no frame for 20 s")
+
+
 def test_server_close_once() -> None:
     conn = opened()
     assert conn.close(ErrorCode.SERVER_SHUTDOWN, "bye") == Closing(ErrorCode.SERVER_SHUTDOWN, "bye")

@@ -196,10 +196,12 @@ class Connection:
         if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
             # Bytes racing our own close are not worth reading.
             return []
-        self.last_seen = now
         events: list[Event] = []
         try:
             for line in self._lines.feed(data):
+                # Only a whole frame is a sign of life: a byte now and then without a newline
+                # must not hold a connection slot forever (slowloris).
+                self.last_seen = now
                 self._receive_line(line, events)
                 if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
                     break
