@@ -162,11 +162,13 @@ class Gateway:
             if config.http is not None:
                 app = build_push_app(self, api_key=config.api_key, max_body=config.max_body)
                 self.http_address = await self._serve_web(app, config.http)
+            # The watchdog runs with or without the admin port: its blocked-loop reports go
+            # to the log as well.
+            self.watchdog = Watchdog(
+                threshold=config.block_threshold, lag_histogram=self.metrics.loop_lag
+            )
+            self.watchdog.start()
             if config.admin is not None:
-                self.watchdog = Watchdog(
-                    threshold=config.block_threshold, lag_histogram=self.metrics.loop_lag
-                )
-                self.watchdog.start()
                 app = build_admin_app(
                     self, self.metrics, watchdog=self.watchdog, admin_token=config.admin_token
                 )
