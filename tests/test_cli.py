@@ -49,3 +49,22 @@ def test_token_errors(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert message in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-batch", "0"], "--max-batch: max_batch: expected a positive integer, got 0"),
+        (["--max-batch", "lots"], "--max-batch: expected an integer, got 'lots'"),
+    ],
+)
+def test_serve_refuses_a_bad_max_batch(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TIDEGATE_MAX_BATCH", raising=False)
+    monkeypatch.delenv("TIDEGATE_CONFIG", raising=False)
+    assert main(["serve", *argv]) == 2  # refused before anything binds
+    assert message in capsys.readouterr().err

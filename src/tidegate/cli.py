@@ -40,6 +40,7 @@ _SERVE_OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "bearer token of the admin routes (env TIDEGATE_ADMIN_TOKEN)",
     ),
     ("--max-body", "max_body", "BYTES", "largest HTTP push body (default 1048576)"),
+    ("--max-batch", "max_batch", "N", "most pushes in one HTTP batch (default 1000)"),
     ("--max-conns", "max_conns", "N", "maximum TCP connections (default 10000)"),
     ("--handshake-timeout", "handshake_timeout", "S", "seconds to send hello (default 5)"),
     ("--heartbeat", "heartbeat", "S", "heartbeat advertised in welcome (default 25)"),

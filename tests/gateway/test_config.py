@@ -25,6 +25,16 @@ def test_defaults_bind_loopback() -> None:
     )
     assert (config.handshake_timeout, config.heartbeat) == (5.0, 25.0)
     assert config.effective_idle_timeout == 50.0
+    assert (config.max_body, config.max_batch) == (1 << 20, 1000)
+
+
+def test_max_batch_from_every_source(tmp_path: Path) -> None:
+    file = tmp_path / "gw.toml"
+    file.write_text("max-batch = 10\n")
+    assert load_config(file=file).max_batch == 10
+    assert load_config(env={"TIDEGATE_MAX_BATCH": "20"}, file=file).max_batch == 20
+    flags = {"max_batch": "30"}
+    assert load_config(flags=flags, env={"TIDEGATE_MAX_BATCH": "20"}).max_batch == 30
 
 
 def test_precedence(tmp_path: Path) -> None:
@@ -59,6 +69,8 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ({"tcp": "localhost"}, "--tcp: expected HOST:PORT"),
         ({"udp": "1.2.3.4:99999"}, "--udp: port out of range"),
         ({"overflow": "queue"}, "overflow: expected one of disconnect, drop-oldest, drop-newest"),
+        ({"max_batch": "0"}, "--max-batch: max_batch: expected a positive integer, got 0"),
+        ({"max_batch": "many"}, "--max-batch: expected an integer, got 'many'"),
     ],
 )
 def test_bad_values_name_the_option(flags: dict[str, str], message: str) -> None:
@@ -108,6 +120,7 @@ def test_cli_flags_map_to_config_fields() -> None:
             "--buffer-bytes", "800",
             "--overflow", "drop-newest",
             "--write-timeout", "9",
+            "--max-batch", "10",
             "--config", "x.toml",
         ]
     )  # fmt: skip
@@ -124,4 +137,5 @@ def test_cli_flags_map_to_config_fields() -> None:
         "drop-newest",
         "9",
     )
+    assert args.max_batch == "10"
     assert args.config == "x.toml"

@@ -5,7 +5,10 @@ must be that one, which proves the refused push reached nobody."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +19,7 @@ from hypothesis import strategies as st
 
 from tidegate.gateway import ConfigError, Gateway, open_gateway
 
-from .helpers import Client, config, http_session, url
+from .helpers import TIMEOUT, Client, config, http_session, url
 
 API_KEY = "push-key-for-tests"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -109,6 +112,8 @@ async def test_batch_gives_a_result_per_item_in_order() -> None:
         (b'{"to":"all","data":1,"ts":"noon"}', "bad_body"),
         (b'{"to":"user:","data":1}', "bad_target"),
         (b'{"to":"everyone","data":1}', "bad_target"),
+        (b'{"to":"all","data":"\xff\xfe"}', "bad_json"),
+        (b'{"to":"all","data":{"\xed\xa0\x80":1}}', "bad_json"),
         (b'{"to":"all","data":' + b"[" * 20_000 + b"]" * 20_000 + b"}", "bad_json"),
         (b"[" + b'{"to":"all","data":' + b"[" * 20_000 + b"]" * 20_000 + b"}]", "bad_json"),
     ],
@@ -120,6 +125,87 @@ async def test_bad_bodies_are_400_and_deliver_nothing(body: bytes, error: str) -
         assert reply["reason"]
         assert gw.statistics().rejections[error] == 1
         await assert_nothing_was_delivered(gw, client)
+
+
+async def test_batch_items_that_are_not_utf8_are_refused_one_by_one() -> None:
+    async with gateway_with_client() as (gw, client):
+        body = b'[{"to":"all","data":"\xff\xfe","id":"x"}, {"to":"all","data":"ok","id":"g"}]'
+        status, reply = await post(gw, body, **AUTH, **JSON)
+        assert status == 200
+        assert reply[0]["error"] == "bad_json" and "UTF-8" in reply[0]["reason"]
+        assert reply[1] == {"id": "g", "delivered": 1}
+        frame = await client.recv()
+        assert (frame["id"], frame["data"]) == ("g", "ok")
+        assert gw.statistics().rejections["bad_json"] == 1
+        await assert_nothing_was_delivered(gw, client)
+
+
+async def test_batch_over_max_batch_is_413_and_delivers_nothing() -> None:
+    async with gateway_with_client(max_batch=3) as (gw, client):
+        item = b'{"to":"all","data":1}'
+        status, reply = await post(gw, b"[" + b",".join([item] * 4) + b"]", **AUTH, **JSON)
+        assert (status, reply["error"]) == (413, "too_large")
+        assert "4 items" in reply["reason"] and "3" in reply["reason"], reply
+        assert gw.statistics().rejections["too_large"] == 1
+        assert gw.statistics().pushes.get("http", 0) == 0
+        await assert_nothing_was_delivered(gw, client)
+        # Exactly at the limit is fine.
+        status, reply = await post(gw, b"[" + b",".join([item] * 3) + b"]", **AUTH, **JSON)
+        assert status == 200 and [r["delivered"] for r in reply] == [1, 1, 1]
+
+
+async def test_a_body_full_of_tiny_items_is_refused_by_the_default_batch_limit() -> None:
+    # The review's case: 1 MiB of `[0,0,0,...]` is 524k items, each answered with an error.
+    async with gateway_with_client() as (gw, client):
+        body = b"[" + b",".join([b"0"] * (512 * 1024 - 1)) + b"]"
+        assert len(body) <= gw.config.max_body
+        status, reply = await post(gw, body, **AUTH, **JSON)
+        assert (status, reply["error"]) == (413, "too_large")
+        assert "1000" in reply["reason"], reply
+        assert gw.statistics().rejections == {"too_large": 1}
+        await assert_nothing_was_delivered(gw, client)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_body_that_does_not_match_its_content_encoding_is_400(
+    encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with gateway_with_client() as (gw, client):
+        headers = {**AUTH, **JSON, "Content-Encoding": encoding}
+        status, reply = await post(gw, b'{"to":"all","data":1}', **headers)
+        assert (status, reply["error"]) == (400, "bad_encoding"), reply
+        assert encoding in reply["reason"], reply
+        assert gw.statistics().rejections["bad_encoding"] == 1
+        await assert_nothing_was_delivered(gw, client)
+        # On a keep-alive connection, with a request pipelined behind it: the reply closes
+        # the connection (the rest of the body was never parsed), the next request is not run.
+        assert gw.http_address is not None
+        reader, writer = await asyncio.open_connection(*gw.http_address)
+        try:
+            body = b'{"to":"all","data":2}'
+            writer.write(
+                b"POST /v1/push HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer %s\r\nContent-Encoding: %s\r\n"
+                b"Content-Length: %d\r\n\r\n%s"
+                % (API_KEY.encode(), encoding.encode(), len(body), body)
+                + b"GET /v1/push HTTP/1.1\r\nHost: t\r\n\r\n"
+            )
+            raw = await asyncio.wait_for(reader.read(), TIMEOUT)  # EOF: the server closed
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert raw.startswith(b"HTTP/1.1 400 ") and raw.count(b"HTTP/1.1") == 1, raw
+        assert b"Connection: close" in raw and b'"bad_encoding"' in raw, raw
+        assert gw.statistics().rejections["bad_encoding"] == 2
+        # Refused as bad input: nothing logged as a server error (aiohttp logs tracebacks).
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not errors, [r.getMessage() for r in errors]
+        # The same push, really compressed, goes through.
+        compressed = gzip.compress if encoding == "gzip" else zlib.compress
+        body = compressed(b'{"to":"all","data":"unpacked","id":"z"}')
+        status, reply = await post(gw, body, **headers)
+        assert (status, reply) == (200, {"id": "z", "delivered": 1})
+        assert (await client.recv())["data"] == "unpacked"
 
 
 @pytest.mark.parametrize(

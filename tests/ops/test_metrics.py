@@ -21,6 +21,7 @@ class FakeStats:
             "connections": 3,
             "handshaking": 1,
             "buffered_bytes": 2048,
+            "max_buffered_bytes": 1024,
             "accepted": 10,
             "deliveries": 5,
             "pushes": {"udp": 4, "http": 1},
@@ -78,14 +79,49 @@ def test_values_follow_the_stats_provider() -> None:
     assert value(second, "tidegate_drops_total", reason="drop-oldest") == 1
 
 
+UNITS = ("bytes", "seconds")
+SAMPLE_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+
+
+def unit_misplaced(name: str) -> str | None:
+    """The unit word in `name` that is not its suffix (Prometheus: the unit comes last, only
+    a sample suffix may follow it), else None."""
+    for suffix in SAMPLE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name.removesuffix(suffix)
+            break
+    words = name.split("_")
+    for unit in UNITS:
+        if unit in words and words[-1] != unit:
+            return unit
+    return None
+
+
+def test_the_unit_check_catches_a_unit_before_the_end() -> None:
+    assert unit_misplaced("tidegate_connection_buffered_bytes_max") == "bytes"
+    assert unit_misplaced("tidegate_lag_seconds_p99_count") == "seconds"
+    assert unit_misplaced("tidegate_connection_max_buffered_bytes") is None
+    assert unit_misplaced("tidegate_event_loop_lag_seconds_bucket") is None
+    assert unit_misplaced("tidegate_sent_bytes_total") is None
+
+
 def test_types_and_names_follow_prometheus_conventions() -> None:
     metrics = OpsMetrics(FakeStats())
+    metrics.loop_lag.observe(0.01)
     text = metrics.exposition().decode()
-    types = {family.name: family.type for family in text_string_to_metric_families(text)}
+    families = list(text_string_to_metric_families(text))
+    types = {family.name: family.type for family in families}
     for name, kind in types.items():
         assert name.startswith("tidegate_"), name
         if kind == "counter":
             assert f"{name}_total" in text, name
+    # Every name: those scraped (families and their samples) and those the collector
+    # declares, so a metric the fake provider leaves out is checked too.
+    names = set(types) | {sample.name for family in families for sample in family.samples}
+    names |= {family.name for family in metrics.collector.describe()}
+    misplaced = {name: unit for name in names if (unit := unit_misplaced(name))}
+    assert not misplaced, f"the unit must be the last word of the name: {misplaced}"
+    assert "tidegate_connection_max_buffered_bytes" in names
     assert types["tidegate_connections"] == "gauge"
     assert types["tidegate_pushes"] == "counter"
     assert types["tidegate_push_write_latency_seconds"] == "histogram"

@@ -72,6 +72,44 @@ def test_bad_bodies(raw: bytes, reason: RejectReason) -> None:
     assert info.value.code is reason
 
 
+# Bytes that are not UTF-8 inside what msgspec skips over (`data`, unknown fields): a stray
+# byte, an overlong "/", a UTF-16 surrogate, a truncated sequence, a code point past U+10FFFF.
+NOT_UTF8 = (b"\xff\xfe", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80")
+
+
+@pytest.mark.parametrize("bad", NOT_UTF8)
+@pytest.mark.parametrize(
+    "template",
+    [
+        b'{"to":"all","data":"%s"}',
+        b'{"to":"all","data":{"k%s":1}}',
+        b'{"to":"all","data":1,"extra":"%s"}',
+        b'{"to":"all","data":"ok"} %s',
+    ],
+)
+def test_bodies_that_are_not_utf8_are_bad_json(template: bytes, bad: bytes) -> None:
+    raw = template % bad
+    with pytest.raises(BadPush) as info:
+        parse_push(raw)
+    assert info.value.code is RejectReason.BAD_JSON
+    with pytest.raises(BadPush) as info:
+        parse_push(memoryview(b"x" + raw)[1:])  # a datagram's body is a view
+    assert info.value.code is RejectReason.BAD_JSON
+
+
+def test_utf8_beyond_ascii_is_kept_byte_for_byte() -> None:
+    data = '"caf\u00e9 \u2603 \U0001f30a"'.encode()
+    push, _ = parse_push(b'{"to":"all","data":' + data + b"}")
+    assert bytes(push.data) == data
+
+
+def test_signed_datagram_that_is_not_utf8_is_bad_json() -> None:
+    v = DatagramVerifier(secret=SECRET)
+    raw = b'{"to":"all","data":"\xff","id":"u","ts":%d}' % NOW
+    assert verify(v, sign(SECRET, raw)) is RejectReason.BAD_JSON
+    assert verify(DatagramVerifier(secret=None), raw) is RejectReason.BAD_JSON
+
+
 def test_split_batch_keeps_each_item_encoded() -> None:
     items = split_batch(b' \n[{"to":"all","data":1}, 7, {"to":"room:x","data":[ 2 ]}]')
     assert items is not None
@@ -152,6 +190,16 @@ def test_replay_memory_is_pruned_by_time() -> None:
     later = NOW + 31
     assert verify(v, first, now=later) is RejectReason.STALE
     assert verify(v, sign(SECRET, body(id="a", ts=later)), now=later) is None
+
+
+def test_an_id_is_refused_for_a_window_after_it_was_accepted_whatever_its_ts() -> None:
+    v = DatagramVerifier(secret=SECRET)
+    assert verify(v, sign(SECRET, body(id="reuse", ts=NOW - 29.5))) is None
+    # The first datagram goes stale in half a second, but the id was seen only 1 s ago.
+    again = sign(SECRET, body(id="reuse", ts=NOW + 1))
+    assert verify(v, again, now=NOW + 1) is RejectReason.REPLAY
+    assert verify(v, again, now=NOW + 29) is RejectReason.REPLAY
+    assert verify(v, again, now=NOW + 30.5) is None  # a window after it was accepted
 
 
 def test_unsigned_verifier_takes_plain_bodies() -> None:

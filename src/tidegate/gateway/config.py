@@ -45,6 +45,7 @@ class Config:
     api_key: str | None = None  # bearer key of POST /v1/push; required beyond loopback
     admin_token: str | None = None  # bearer token of the admin routes; required beyond loopback
     max_body: int = 1024 * 1024  # largest HTTP push body (a batch included)
+    max_batch: int = 1000  # most pushes in one HTTP batch
     block_threshold: float = 0.25  # the loop watchdog reports a loop blocked this long
     max_conns: int = 10_000
     handshake_timeout: float = 5.0
@@ -68,6 +69,7 @@ class Config:
             "buffer_bytes",
             "replay_capacity",
             "max_body",
+            "max_batch",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -219,6 +221,7 @@ _PARSERS: Final[dict[str, Callable[[str], object]]] = {
     "api_key": _optional_text,
     "admin_token": _optional_text,
     "max_body": _positive_int,
+    "max_batch": _positive_int,
     "block_threshold": _seconds,
     "max_conns": _positive_int,
     "handshake_timeout": _seconds,

@@ -4,10 +4,13 @@ Replies (all JSON):
 
 - 200 `{"id": ..., "delivered": n}` for one push; for a batch, 200 and an array with one
   entry per item, in order: `{"id", "delivered"}` or `{"error": <reason>, "reason": <text>}`.
-- 400 `{"error": <reason>, "reason": <text>}`: invalid JSON, a body of the wrong shape or types,
-  an unknown `to` form, an empty batch; nothing is delivered.
+- 400 `{"error": <reason>, "reason": <text>}`: invalid JSON (bytes that are not UTF-8
+  included), a body of the wrong shape or types, an unknown `to` form, an empty batch;
+  nothing is delivered. `bad_encoding`: the body does not decode as its `Content-Encoding`
+  says (a plain body sent as gzip); the connection is closed after that reply.
 - 401 bad or missing `Authorization: Bearer <api key>` (when a key is configured).
-- 413 body over `max_body`; 415 a content type other than JSON.
+- 413 body over `max_body`, or a batch of more than `max_batch` items (`too_large`; nothing of
+  the batch is delivered); 415 a content type other than JSON.
 
 Every refusal is counted in `statistics().rejections` by its reason. Bad input never reaches a
 500: the only code that can raise is ours, and it raises only `Rejected`. Delivery is
@@ -48,7 +51,18 @@ def _rejected(exc: Rejected) -> dict[str, str]:
     return {"error": exc.code.value, "reason": exc.reason}
 
 
-def build_push_app(gateway: Gateway, *, api_key: str | None, max_body: int) -> web.Application:
+def _undecodable(request: web.Request) -> str:
+    """Why aiohttp could not read the body (`RequestPayloadError`): it did not decode as its
+    `Content-Encoding` says (a plain body sent as gzip), or its chunked framing broke."""
+    encoding = request.headers.get("Content-Encoding", "").strip()
+    if encoding:
+        return f"body is not valid {encoding} data, as its Content-Encoding says"
+    return "body could not be read: broken transfer encoding"
+
+
+def build_push_app(
+    gateway: Gateway, *, api_key: str | None, max_body: int, max_batch: int
+) -> web.Application:
     async def push(request: web.Request) -> web.Response:
         if api_key is not None:
             given = bearer_token(request.headers.get("Authorization", ""))
@@ -74,6 +88,14 @@ def build_push_app(gateway: Gateway, *, api_key: str | None, max_body: int) -> w
             body = await request.read()  # bounded by client_max_size, also when chunked
         except web.HTTPRequestEntityTooLarge:
             return _refuse(gateway, 413, "too_large", too_large)
+        except web.RequestPayloadError:
+            # The body stream now holds that error: mark it ended, or aiohttp's drain of an
+            # unread body re-raises it after the reply and logs a traceback. The rest of the
+            # body is unparsed, so the connection cannot carry another request: close it.
+            request.content.feed_eof()
+            response = _refuse(gateway, 400, "bad_encoding", _undecodable(request))
+            response.force_close()
+            return response
         try:
             items = split_batch(body)
         except Rejected as exc:
@@ -85,6 +107,13 @@ def build_push_app(gateway: Gateway, *, api_key: str | None, max_body: int) -> w
             except Rejected as exc:
                 return _json(400, _rejected(exc))
             return _json(200, {"id": one.id, "delivered": one.delivered})
+        if len(items) > max_batch:
+            return _refuse(
+                gateway,
+                413,
+                "too_large",
+                f"batch of {len(items)} items over the limit of {max_batch} (max_batch)",
+            )
         results: list[dict[str, Any]] = []
         for item in items:
             try:

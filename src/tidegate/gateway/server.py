@@ -160,7 +160,12 @@ class Gateway:
                 self._udp_transport = transport
                 self.udp_address = _bound(transport.get_extra_info("sockname"))
             if config.http is not None:
-                app = build_push_app(self, api_key=config.api_key, max_body=config.max_body)
+                app = build_push_app(
+                    self,
+                    api_key=config.api_key,
+                    max_body=config.max_body,
+                    max_batch=config.max_batch,
+                )
                 self.http_address = await self._serve_web(app, config.http)
             # The watchdog runs with or without the admin port: its blocked-loop reports go
             # to the log as well.

@@ -20,7 +20,7 @@ closing             number      tidegate_connections_closing                    
 users               number      tidegate_users                                      gauge
 rooms               number      tidegate_rooms                                      gauge
 buffered_bytes      number      tidegate_buffered_bytes                             gauge
-max_buffered_bytes  number      tidegate_connection_buffered_bytes_max              gauge
+max_buffered_bytes  number      tidegate_connection_max_buffered_bytes              gauge
 accepted            number      tidegate_connections_accepted_total                 counter
 deliveries          number      tidegate_deliveries_total                           counter
 pushes              {ingress}   tidegate_pushes_total{ingress="udp|http|..."}       counter
@@ -89,7 +89,7 @@ _GAUGES: Final = {
         "Outbound bytes held for all connections (gateway buffers and transports).",
     ),
     "max_buffered_bytes": (
-        "tidegate_connection_buffered_bytes_max",
+        "tidegate_connection_max_buffered_bytes",
         "Outbound bytes held for the single most backlogged connection.",
     ),
 }

@@ -97,6 +97,19 @@ _decode_push = msgspec.json.Decoder(Push).decode
 
 
 def parse_push(body: bytes | memoryview) -> tuple[Push, Target]:
+    """Decode and check one push body. Raises `BadPush`; the body must be UTF-8 JSON.
+
+    msgspec validates the UTF-8 of the strings it decodes (`to`, `id`) but not of what it
+    skips or keeps raw (`data`, unknown fields), so the whole body is checked here, once per
+    push: a decode that runs at memory speed on ASCII. Without it, bytes that are not UTF-8
+    would be forwarded inside `msg` frames.
+    """
+    try:
+        str(body, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadPush(
+            RejectReason.BAD_JSON, f"body is not valid UTF-8 (byte {exc.start})"
+        ) from None
     try:
         push = _decode_push(body)
     except msgspec.ValidationError as exc:
@@ -212,11 +225,12 @@ class DatagramVerifier:
             raise BadPush(RejectReason.BAD_BODY, "a signed push needs `id` and `ts`")
         if not abs(now - push.ts) <= self.window:
             raise Rejected(RejectReason.STALE, f"ts outside +-{self.window:g} s")
-        # A replay of this datagram carries the same signed ts, so once now > ts + window the
-        # window check rejects it and the id can be forgotten.
+        # An id is refused for a whole window after it was accepted, whatever `ts` a later
+        # push with it carries; and a replay of this very datagram carries the same signed ts,
+        # so once now > ts + window the window check rejects it. Past both, it can be forgotten.
         self._replays.prune(now)
         if push.id in self._replays:
             raise Rejected(RejectReason.REPLAY, f"id {push.id!r} already seen")
-        if not self._replays.add(push.id, push.ts + self.window, now):
+        if not self._replays.add(push.id, max(push.ts, now) + self.window, now):
             raise Rejected(RejectReason.REPLAY_CACHE_FULL, "too many recent ids")
         return push, target
