@@ -122,6 +122,16 @@ async def test_auth_failed(hello: dict[str, object]) -> None:
         await client.expect_error_and_close("auth_failed")
 
 
+async def test_a_connection_ends_when_its_token_expires() -> None:
+    async with open_gateway(config(jwt_secret=JWT_SECRET)) as gw:
+        client = await Client.connect(gw.tcp_address)
+        await client.send({"op": "hello", "token": token(exp=time.time() + 0.3)})
+        assert (await client.recv())["op"] == "welcome"
+        await client.roundtrip()  # a live connection, until the token runs out
+        frame = await client.expect_error_and_close("auth_failed")
+        assert frame["reason"] == "token expired"
+
+
 async def test_token_rooms_claim_forbids_other_rooms() -> None:
     async with open_gateway(config(jwt_secret=JWT_SECRET)) as gw:
         client = await Client.connect(gw.tcp_address)

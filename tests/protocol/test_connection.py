@@ -30,6 +30,8 @@ def trust(hello: Hello) -> Identity:
         raise AuthFailed("no user")
     if hello.user == "vip":
         return Identity("vip", frozenset({"lobby"}))
+    if hello.user == "guest":
+        return Identity("guest", valid_for=15.0)
     return Identity(hello.user)
 
 
@@ -161,6 +163,14 @@ def test_idle_timeout_ignores_bytes_that_make_no_frame() -> None:
     conn.receive_data(b" ", 19.0)
     closing = conn.check_timeouts(20.0)
     assert closing == Closing(ErrorCode.IDLE_TIMEOUT, "no frame for 20 s")
+
+
+def test_credential_expiry_closes_an_open_connection() -> None:
+    conn = opened("guest")  # hello at 0, valid for 15 s
+    conn.receive_data(b'{"op":"ping"}\n', 14.0)
+    assert conn.check_timeouts(14.9) is None
+    assert conn.check_timeouts(15.0) == Closing(ErrorCode.AUTH_FAILED, "token expired")
+    assert opened().check_timeouts(19.9) is None  # no expiry without a limit
 
 
 def test_server_close_once() -> None:

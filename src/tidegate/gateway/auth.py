@@ -45,11 +45,13 @@ def make_authenticator(
         if hello.token is None:
             counts["missing_token"] += 1
             raise AuthFailed("hello needs `token`")
+        now = clock()
         try:
-            claims = verify_token(hello.token, secret, now=clock())
+            claims = verify_token(hello.token, secret, now=now)
         except AuthError as exc:
             counts[exc.reason] += 1
             raise AuthFailed(f"{exc.reason}: {exc}") from None
-        return Identity(claims.user, claims.rooms)
+        # As a duration: the core runs on the loop's clock, not on wall time.
+        return Identity(claims.user, claims.rooms, valid_for=claims.expires_at - now)
 
     return authenticate_token

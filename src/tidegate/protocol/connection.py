@@ -93,10 +93,13 @@ class AuthFailed(PeerError):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a hello authenticated as. `allowed_rooms=None` means any room may be joined."""
+    """Who a hello authenticated as. `allowed_rooms=None` means any room may be joined;
+    `valid_for` is how many seconds the credential stays valid from the hello (a token's
+    `exp`), `None` for no limit."""
 
     user: str
     allowed_rooms: frozenset[str] | None = None
+    valid_for: float | None = None
 
 
 Authenticate = Callable[[Hello], Identity]
@@ -146,6 +149,7 @@ class Connection:
         "_outgoing",
         "_rooms",
         "allowed_rooms",
+        "expires_at",
         "last_seen",
         "limits",
         "opened_at",
@@ -167,6 +171,7 @@ class Connection:
         self.last_seen = now
         self.user: str | None = None
         self.allowed_rooms: frozenset[str] | None = None
+        self.expires_at: float | None = None  # when the hello's credential runs out
         self._rooms: set[str] | None = None  # allocated at the first join
 
     def _go(self, event: Input) -> None:
@@ -202,14 +207,14 @@ class Connection:
                 # Only a whole frame is a sign of life: a byte now and then without a newline
                 # must not hold a connection slot forever (slowloris).
                 self.last_seen = now
-                self._receive_line(line, events)
+                self._receive_line(line, events, now)
                 if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
                     break
         except LineTooLong as exc:
             events.append(self._error_close(ErrorCode.FRAME_TOO_LARGE, exc.reason))
         return events
 
-    def _receive_line(self, line: bytes, events: list[Event]) -> None:
+    def _receive_line(self, line: bytes, events: list[Event], now: float) -> None:
         try:
             frame = parse_frame(line)
         except BadFrame as exc:
@@ -229,6 +234,8 @@ class Connection:
             self._go(Input.HELLO_ACCEPTED)
             self.user = identity.user
             self.allowed_rooms = identity.allowed_rooms
+            if identity.valid_for is not None:
+                self.expires_at = now + identity.valid_for
             self._send(
                 encode_welcome(
                     user=identity.user, session=self.session, heartbeat=self.limits.heartbeat
@@ -301,10 +308,15 @@ class Connection:
                     ErrorCode.HANDSHAKE_TIMEOUT,
                     f"no hello within {self.limits.handshake_timeout:g} s",
                 )
-        elif self.state is State.OPEN and now - self.last_seen >= self.limits.idle_timeout:
-            return self._error_close(
-                ErrorCode.IDLE_TIMEOUT, f"no frame for {self.limits.idle_timeout:g} s"
-            )
+        elif self.state is State.OPEN:
+            if now - self.last_seen >= self.limits.idle_timeout:
+                return self._error_close(
+                    ErrorCode.IDLE_TIMEOUT, f"no frame for {self.limits.idle_timeout:g} s"
+                )
+            # A token is checked at hello, but its `exp` holds for the whole connection:
+            # the client reconnects with a fresh one.
+            if self.expires_at is not None and now >= self.expires_at:
+                return self._error_close(ErrorCode.AUTH_FAILED, "token expired")
         return None
 
     def peer_gone(self) -> None:
