@@ -165,6 +165,11 @@ async def owned_server():
     task.cancel()  # not awaited: the check gives it the loop to finish
 
 @pytest.fixture
+async def leaky_job():
+    asyncio.get_running_loop().run_in_executor(None, leak_release.event.wait)
+    yield
+
+@pytest.fixture
 def leaky_thread():
     threading.Thread(target=leak_release.event.wait, name="fixture-thread").start()
     yield
@@ -178,6 +183,9 @@ async def test_uses_owned_fixture(owned_server):
 
 def test_uses_leaky_thread(leaky_thread):
     pass
+
+async def test_uses_leaky_job(leaky_job):
+    pass
 """
 
 
@@ -188,11 +196,14 @@ def test_fixture_leaks_fail_the_teardown_before_the_loop_cancels_them(
     monkeypatch.setitem(sys.modules, "leak_release", types.SimpleNamespace(event=release))
     pytester.makepyfile(FIXTURES)
     try:
-        result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2")
+        # A hang in the loop's close would end in pytest-timeout's error instead.
+        result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2", "-o", "timeout=5")
     finally:
         release.set()
-    # Each body passes; two teardowns fail with the report.
-    result.assert_outcomes(passed=3, errors=2)
+    assert "Timeout" not in result.stdout.str()
+    # Each body passes; three teardowns fail with the report, and the stuck executor job does
+    # not hang the loop's close.
+    result.assert_outcomes(passed=4, errors=3)
     result.stdout.fnmatch_lines_random(
         [
             "*ERROR at teardown of test_uses_leaky_fixture*",
@@ -202,6 +213,8 @@ def test_fixture_leaks_fail_the_teardown_before_the_loop_cancels_them(
             "*ERROR at teardown of test_uses_leaky_thread*",
             "*thread fixture-thread [[]threading.Event.wait, *[]]*",
             "*test_uses_leaky_thread leaked: thread fixture-thread*",
+            "*ERROR at teardown of test_uses_leaky_job*",
+            "*thread asyncio_* [[]threading.Event.wait, *[]]*",
         ]
     )
     assert "owned-task" not in result.stdout.str()

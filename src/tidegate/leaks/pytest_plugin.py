@@ -178,7 +178,11 @@ def _check_fixture_tasks(item: pytest.Item, runner: asyncio.Runner) -> None:
 
     async def wait() -> tuple[list[Leak], float]:
         entry.owner = asyncio.current_task()  # the waiting task is not one of the leaks
-        return await entry.wait_async(rules, options["timeout"], tasks=True, threads=False)
+        found = await entry.wait_async(rules, options["timeout"], tasks=True, threads=False)
+        # A fixture's job stuck in the default executor would hang the runner's close; the
+        # thread itself is reported at the end of teardown.
+        _detach_stuck_executor(entry.scan(rules, tasks=False, threads=True))
+        return found
 
     found, waited = runner.run(wait())
     if leftovers := fixture_scope.leftovers(found):
