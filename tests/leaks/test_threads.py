@@ -137,3 +137,31 @@ def test_sync_decorator_and_threads_flag() -> None:
         leaky()
     unchecked()
     go.set()
+
+
+def park_on(event: threading.Event) -> None:
+    event.wait()
+
+
+@pytest.mark.parametrize("name", ["Event.wait", "threading.Event.wait", "Condition.wait"])
+def test_ignore_top_function_sees_through_the_condition_under_a_thread_primitive(
+    name: str,
+) -> None:
+    go = threading.Event()
+    try:
+        with leaks.check(timeout=SHORT, ignore=[leaks.ignore_top_function(name)]):
+            threading.Thread(target=park_on, args=(go,), name="parked").start()
+    finally:
+        go.set()
+
+
+def test_ignore_top_function_does_not_reach_the_callers_of_the_primitive() -> None:
+    go = threading.Event()
+    try:
+        with (
+            pytest.raises(leaks.LeakError),
+            leaks.check(timeout=SHORT, ignore=[leaks.ignore_top_function("park_on")]),
+        ):
+            threading.Thread(target=park_on, args=(go,), name="parked").start()
+    finally:
+        go.set()

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._records import Leak
+from ._records import Frame, Leak
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,31 @@ class Ignore:
         return f"<{self.description}>"
 
 
+# A thread parked on `threading.Event.wait` or `queue.Queue.get` is innermost in the
+# `threading.Condition.wait` they are built on; the primitive is the caller above it. These
+# modules' frames count as the top together, as the single coroutine frame of
+# `asyncio.Event.wait` does for a task.
+_BLOCKING_MODULES = frozenset({"threading", "queue"})
+
+
+def _top_frames(leak: Leak) -> list[Frame]:
+    top: list[Frame] = []
+    for frame in reversed(leak.frames):
+        if top and frame.module not in _BLOCKING_MODULES:
+            break
+        top.append(frame)
+        if frame.module not in _BLOCKING_MODULES:
+            break
+    return top
+
+
 def ignore_top_function(name: str) -> Ignore:
-    """Ignore what is parked in ``name`` (``func``, ``Class.method`` or ``module.func``)."""
+    """Ignore what is parked in ``name`` (``func``, ``Class.method`` or ``module.func``):
+    the innermost frame, or for a thread any of the stdlib blocking calls it is inside
+    (``Event.wait`` as well as the ``Condition.wait`` under it)."""
     return Ignore(
         f"ignore_top_function({name!r})",
-        lambda leak: bool(leak.frames) and leak.frames[-1].matches(name),
+        lambda leak: any(frame.matches(name) for frame in _top_frames(leak)),
     )
 
 
