@@ -33,6 +33,10 @@ async def test_signal_dump_writes_every_task_and_thread(tmp_path: Path) -> None:
     assert "task parked-for-dump [asyncio.Event.wait" in text
     assert "in parked_forever" in text
     assert f"thread {threading.main_thread().name} [" in text
+    main = text[text.index(f"thread {threading.main_thread().name} [") :]
+    # The main thread shows where the signal found it, not the dump's own frames.
+    assert "in test_signal_dump_writes_every_task_and_thread" in main
+    assert "in on_signal" not in main and "in snapshot" not in main
     release.set()
     await task
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL

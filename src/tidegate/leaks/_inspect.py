@@ -13,6 +13,7 @@ import asyncio.queues
 import asyncio.streams
 import concurrent.futures.thread
 import gc
+import os
 import queue
 import sys
 import threading
@@ -289,7 +290,15 @@ def inspect_task(task: asyncio.Task[Any], now: float) -> Leak:
 # --- threads -----------------------------------------------------------------
 
 
+_OWN_DIR = os.path.dirname(__file__) + os.sep
+
+
 def thread_frames(frame: FrameType | None) -> list[FrameType]:
+    """A thread's stack, outermost first, without the detector's own frames on top: the
+    thread taking a snapshot (a signal handler interrupting the main thread, say) shows
+    where it was, not the dump."""
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIR):
+        frame = frame.f_back
     frames: list[FrameType] = []
     while frame is not None:
         frames.append(frame)
