@@ -182,7 +182,7 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
     """
     get_frame = sys._getframe
     skip = _FAST_SKIP_FILES
-    loop_files = SKIP_FILES - skip
+    handle_run, runner_run = _HANDLE_RUN, _RUNNER_RUN
     get_scope = current_scope.get
     # Where to start looking for the creator: above asyncio's own Python
     # loop.create_task when there is one. uvloop's is compiled and has no frame,
@@ -197,10 +197,10 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
         scope = get_scope()
         if frame is None:
             task._tidegate_origin = (scope, None, 0)  # type: ignore[attr-defined]
-        elif frame.f_code.co_filename in loop_files:
+        elif (code := frame.f_code) is handle_run or code is runner_run:
             task._tidegate_origin = (scope, *creator_of(get_frame(depth + 1)))  # type: ignore[attr-defined]
         else:
-            task._tidegate_origin = (scope, frame.f_code, frame.f_lasti)  # type: ignore[attr-defined]
+            task._tidegate_origin = (scope, code, frame.f_lasti)  # type: ignore[attr-defined]
         if scope is not None:
             kept = scope.kept
             kept.append(task)
@@ -223,11 +223,10 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
             scope = get_scope()
             if frame is None:
                 task._tidegate_origin = (scope, None, 0)  # type: ignore[attr-defined]
-            elif frame.f_code.co_filename in loop_files:
+            elif (code := frame.f_code) is handle_run or code is runner_run:
                 task._tidegate_origin = (scope, *creator_of(get_frame(depth)))  # type: ignore[attr-defined]
             else:
-                origin = (scope, frame.f_code, frame.f_lasti)
-                task._tidegate_origin = origin  # type: ignore[attr-defined]
+                task._tidegate_origin = (scope, code, frame.f_lasti)  # type: ignore[attr-defined]
             if scope is not None:
                 kept = scope.kept
                 kept.append(task)
