@@ -108,6 +108,7 @@ async def test_count_stack_and_task_dumps() -> None:
         # The count includes aiohttp's tasks serving this very request (at most two).
         ours = len(asyncio.all_tasks())
         assert status == 200 and ours <= int(count) <= ours + 2
+        assert count.isdigit()  # a bare integer: no sign, space or newline
         status, stack = await get(gw, "/_stack")
         assert status == 200
         assert "tidegate-watchdog-ticker" in stack and "tidegate-accept" in stack

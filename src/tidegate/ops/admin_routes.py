@@ -109,7 +109,8 @@ async def _dashboard(request: web.Request) -> web.Response:
 
 
 async def _count(request: web.Request) -> web.Response:
-    return web.Response(text=f"{len(asyncio.all_tasks())}\n", content_type="text/plain")
+    # Digits only, no newline: the contract's "bare integer", for scripts comparing it as is.
+    return web.Response(text=str(len(asyncio.all_tasks())), content_type="text/plain")
 
 
 async def _stack(request: web.Request) -> web.Response:
