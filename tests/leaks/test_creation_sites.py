@@ -60,7 +60,12 @@ async def job_site() -> str:
     task = asyncio.create_task(asyncio.to_thread(job))
     try:
         await asyncio.to_thread(started.wait)
-        [job_thread] = leaks.find(tasks=False)  # idle pool workers are not listed
+        # The worker that ran started.wait may not be idle yet: pick the one running `job`.
+        [job_thread] = [
+            leak
+            for leak in leaks.find(tasks=False)
+            if any(frame.matches("job") for frame in leak.frames)
+        ]
         assert job_thread.created_at is not None
         return job_thread.created_at
     finally:

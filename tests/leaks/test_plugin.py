@@ -218,3 +218,46 @@ def test_fixture_leaks_fail_the_teardown_before_the_loop_cancels_them(
         ]
     )
     assert "owned-task" not in result.stdout.str()
+
+
+WIDER_FIXTURES = """
+import asyncio, threading, pytest
+import leak_release
+
+@pytest.fixture(scope="session")
+def session_server():
+    thread = threading.Thread(target=leak_release.event.wait, name="session-server")
+    thread.start()
+    yield
+    leak_release.event.set()
+    thread.join()
+
+async def hang(event):
+    await event.wait()
+
+def test_first(session_server):
+    pass
+
+def test_second(session_server):
+    pass
+
+async def test_failing_body_leaks_too():
+    asyncio.create_task(hang(asyncio.Event()), name="left-by-a-failing-body")
+    assert False, "the body's own failure"
+"""
+
+
+def test_wider_fixtures_and_failing_bodies_are_not_blamed_on_fixtures(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    monkeypatch.setitem(sys.modules, "leak_release", types.SimpleNamespace(event=release))
+    pytester.makepyfile(WIDER_FIXTURES)
+    try:
+        result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2")
+    finally:
+        release.set()
+    # The session fixture's thread outlives each test by design; the failing body's task is
+    # its own business (its failure says more), not a fixture's.
+    result.assert_outcomes(passed=2, failed=1)
+    assert "by a fixture" not in result.stdout.str()

@@ -152,8 +152,14 @@ async def find_async(
 class _Entry:
     """The state of one entry into a ``Check``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, nested: bool = True) -> None:
         self.scope = Scope(current_scope.get())
+        # Whether what nested scopes inside this one started is ours too (a check's
+        # normal rule), or only what was started directly in this one.
+        scope = self.scope
+        self._owns: Callable[[Scope | None], bool] = (
+            scope.contains if nested else lambda other: other is scope
+        )
         self.token = current_scope.set(self.scope)
         self.loop = _running_loop()
         if self.loop is not None:
@@ -169,10 +175,10 @@ class _Entry:
     def _thread_is_ours(self, thread: threading.Thread, stack: list[Any]) -> bool:
         if _inspect.is_pool_worker(stack):
             origin = _inspect.job_origin(stack)
-            return origin is not None and self.scope.contains(origin.scope)
+            return origin is not None and self._owns(origin.scope)
         origin = origin_of(thread)
         if origin is not None:
-            return self.scope.contains(origin.scope)
+            return self._owns(origin.scope)
         # Default filter: an untracked thread (started before tracking was on, or by C code)
         # that was already running when the scope began is not the scope's doing.
         return thread not in self.threads_before
@@ -184,7 +190,7 @@ class _Entry:
             # One pass over the loop's tasks, reading the scope each one
             # recorded at birth: 10k tasks cost ~2 ms (bench/leaks_bench.py),
             # and keeps the per-task cost of tracking to one attribute.
-            contains = self.scope.contains
+            owns = self._owns
             found.extend(
                 _inspect.inspect_task(task, now)
                 for task in asyncio.all_tasks(self.loop)
@@ -192,7 +198,7 @@ class _Entry:
                 if task is not self.owner
                 # The raw (scope, code, lasti) stamp, read without building an Origin.
                 and (origin := getattr(task, ORIGIN_ATTR, None)) is not None
-                and contains(origin[0])
+                and owns(origin[0])
             )
         if threads:
             found.extend(_scan_threads(now, self._thread_is_ours))

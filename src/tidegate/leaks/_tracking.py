@@ -126,9 +126,6 @@ SKIP_FILES = _library_files()
 # where the walk starts.
 _HANDLE_RUN = asyncio.events.Handle._run.__code__
 _RUNNER_RUN = asyncio.Runner.run.__code__
-# The task factory's fast walk skips all plumbing but these two files, so it stops on a loop
-# frame instead of climbing past it, and only then takes the slow walk (creator_of).
-_FAST_SKIP_FILES = SKIP_FILES - {_HANDLE_RUN.co_filename, _RUNNER_RUN.co_filename}
 
 
 def creator_of(start: FrameType | None) -> tuple[CodeType | None, int]:
@@ -181,7 +178,7 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
     to locals, and it records a code object and a line, not a traceback.
     """
     get_frame = sys._getframe
-    skip = _FAST_SKIP_FILES
+    skip = SKIP_FILES
     handle_run, runner_run = _HANDLE_RUN, _RUNNER_RUN
     get_scope = current_scope.get
     # Where to start looking for the creator: above asyncio's own Python
@@ -192,7 +189,12 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
 
     def stamp(task: asyncio.Future[Any]) -> None:
         frame: FrameType | None = get_frame(depth + 1)
-        while frame is not None and frame.f_code.co_filename in skip:
+        while (
+            frame is not None
+            and (code := frame.f_code).co_filename in skip
+            and code is not handle_run
+            and code is not runner_run
+        ):
             frame = frame.f_back
         scope = get_scope()
         if frame is None:
@@ -218,7 +220,13 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
             # stamp(), inlined: this is the path every task of a plain loop takes.
             task = new_task(coro, loop=loop, **options)
             frame: FrameType | None = get_frame(depth)
-            while frame is not None and frame.f_code.co_filename in skip:
+            # Climb over plumbing, stopping at the loop's own dispatch (see creator_of).
+            while (
+                frame is not None
+                and (code := frame.f_code).co_filename in skip
+                and code is not handle_run
+                and code is not runner_run
+            ):
                 frame = frame.f_back
             scope = get_scope()
             if frame is None:

@@ -37,22 +37,21 @@ from ._tracking import current_scope, track
 _BY_TEST = pytest.StashKey[list[tuple[str, list[Leak]]]]()
 _SESSION_THREADS = pytest.StashKey[set[threading.Thread]]()
 _LEFTOVERS = pytest.StashKey[list[Leak]]()
-# Per test: the scope its fixtures run in, its options, and what its body's check reported.
+# Per test: the scope its function-scoped fixtures run in, with the test's options; kept on
+# the config while the test runs, since a wider fixture's request names no test.
 _FIXTURE_SCOPE = pytest.StashKey["_FixtureScope"]()
 
 
 class _FixtureScope:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.entry = _Entry()
-        self.options = options
-        self.reported: list[Leak] = []
+    """What a test's function-scoped fixtures start belongs to this scope. Only what was
+    started directly in it is checked here: the body runs in a check of its own, nested
+    inside, which reports (or, when the body fails, deliberately does not) what it started."""
 
-    def leftovers(self, found: list[Leak]) -> list[Leak]:
-        seen = {id(leak.target()) for leak in self.reported}
-        return [leak for leak in found if id(leak.target()) not in seen]
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.entry = _Entry(nested=False)
+        self.options = options
 
     def fail(self, item: pytest.Item, found: list[Leak], waited: float) -> None:
-        self.reported.extend(found)
         item.config.stash[_BY_TEST].append((item.nodeid, found))
         _detach_stuck_executor(found)
         error = LeakError(found, waited=waited)
@@ -150,7 +149,7 @@ def _wrap(
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     options = _options(item)
     if options is not None and isinstance(item, pytest.Function):
-        item.stash[_FIXTURE_SCOPE] = _FixtureScope(options)
+        item.config.stash[_FIXTURE_SCOPE] = _FixtureScope(options)
     return (yield)
 
 
@@ -158,22 +157,36 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> Generator[None, Any, Any]:
-    runner = yield
+    fixture_scope = request.config.stash.get(_FIXTURE_SCOPE, None)
+    if fixture_scope is not None and fixturedef.scope != "function":
+        # A module- or session-wide fixture outlives the test whose setup happens to create
+        # it: what it starts is not that test's.
+        token = current_scope.set(fixture_scope.entry.scope.parent)
+        try:
+            runner = yield
+        finally:
+            current_scope.reset(token)
+    else:
+        runner = yield
     # pytest-asyncio's loop comes as a fixture holding an asyncio.Runner. Track its loop so
     # fixture tasks carry the test's scope, and look at them before the runner closes it
     # (its finalizer is registered already, so this one runs first).
-    fixture_scope = request.node.stash.get(_FIXTURE_SCOPE, None)
     if isinstance(runner, asyncio.Runner) and fixture_scope is not None:
         track(runner.get_loop())
         if fixturedef.scope == "function":
-            fixturedef.addfinalizer(functools.partial(_check_fixture_tasks, request.node, runner))
+            fixturedef.addfinalizer(
+                functools.partial(_check_fixture_tasks, request.node, fixture_scope, runner)
+            )
     return runner
 
 
-def _check_fixture_tasks(item: pytest.Item, runner: asyncio.Runner) -> None:
-    fixture_scope = item.stash[_FIXTURE_SCOPE]
+def _check_fixture_tasks(
+    item: pytest.Item, fixture_scope: _FixtureScope, runner: asyncio.Runner
+) -> None:
     entry, options = fixture_scope.entry, fixture_scope.options
     entry.loop = runner.get_loop()
+    if entry.loop.is_closed():  # the test closed it; pytest-asyncio only warns about that
+        return
     rules = tuple(options.get("ignore", ()))
 
     async def wait() -> tuple[list[Leak], float]:
@@ -185,8 +198,8 @@ def _check_fixture_tasks(item: pytest.Item, runner: asyncio.Runner) -> None:
         return found
 
     found, waited = runner.run(wait())
-    if leftovers := fixture_scope.leftovers(found):
-        fixture_scope.fail(item, leftovers, waited)
+    if found:
+        fixture_scope.fail(item, found, waited)
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
@@ -194,9 +207,9 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     try:
         return (yield)
     finally:
-        fixture_scope = item.stash.get(_FIXTURE_SCOPE, None)
+        fixture_scope = item.config.stash.get(_FIXTURE_SCOPE, None)
         if fixture_scope is not None:
-            del item.stash[_FIXTURE_SCOPE]
+            del item.config.stash[_FIXTURE_SCOPE]
             _check_fixture_threads(item, fixture_scope)
 
 
@@ -206,8 +219,8 @@ def _check_fixture_threads(item: pytest.Item, fixture_scope: _FixtureScope) -> N
     try:
         rules = tuple(options.get("ignore", ()))
         found, waited = entry.wait(rules, options["timeout"], tasks=False, threads=True)
-        if leftovers := fixture_scope.leftovers(found):
-            fixture_scope.fail(item, leftovers, waited)
+        if found:
+            fixture_scope.fail(item, found, waited)
     finally:
         entry.scope.close()
 
@@ -218,8 +231,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     if options is None or not isinstance(item, pytest.Function):
         yield
         return
-    fixture_scope = item.stash.get(_FIXTURE_SCOPE, None)
-    leaked: list[Leak] = fixture_scope.reported if fixture_scope is not None else []
+    leaked: list[Leak] = []
     # Hypothesis keeps the real test body one level down.
     hypothesis = getattr(item.obj, "hypothesis", None)
     holder, attr = (hypothesis, "inner_test") if hypothesis is not None else (item, "obj")
