@@ -146,6 +146,18 @@ def test_session_end_lists_threads_no_test_caught(
     )
 
 
+def run_releasing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> pytest.RunResult:
+    """Run with leaks checked; threads parked on `leak_release.event` are let go afterwards."""
+    release = threading.Event()
+    monkeypatch.setitem(sys.modules, "leak_release", types.SimpleNamespace(event=release))
+    try:
+        return run(pytester, "--leaks", "-o", "leaks_timeout=0.2", *args)
+    finally:
+        release.set()
+
+
 FIXTURES = """
 import asyncio, threading, pytest
 import leak_release
@@ -192,14 +204,9 @@ async def test_uses_leaky_job(leaky_job):
 def test_fixture_leaks_fail_the_teardown_before_the_loop_cancels_them(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = threading.Event()
-    monkeypatch.setitem(sys.modules, "leak_release", types.SimpleNamespace(event=release))
     pytester.makepyfile(FIXTURES)
-    try:
-        # A hang in the loop's close would end in pytest-timeout's error instead.
-        result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2", "-o", "timeout=5")
-    finally:
-        release.set()
+    # A hang in the loop's close would end in pytest-timeout's error instead.
+    result = run_releasing(pytester, monkeypatch, "-o", "timeout=5")
     assert "Timeout" not in result.stdout.str()
     # Each body passes; three teardowns fail with the report, and the stuck executor job does
     # not hang the loop's close.
@@ -250,13 +257,8 @@ async def test_failing_body_leaks_too():
 def test_wider_fixtures_and_failing_bodies_are_not_blamed_on_fixtures(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = threading.Event()
-    monkeypatch.setitem(sys.modules, "leak_release", types.SimpleNamespace(event=release))
     pytester.makepyfile(WIDER_FIXTURES)
-    try:
-        result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2")
-    finally:
-        release.set()
+    result = run_releasing(pytester, monkeypatch)
     # The session fixture's thread outlives each test by design; the failing body's task is
     # its own business (its failure says more), not a fixture's.
     result.assert_outcomes(passed=2, failed=1)
