@@ -7,11 +7,13 @@ ARGS   ?=
 
 .PHONY: run test test-all lint bench browser clean
 
-$(STAMP): pyproject.toml
+# Two distributions, installed in one call so that the gateway's dependency on tidegate-leaks
+# is met by the folder leaks/, not looked up on PyPI.
+$(STAMP): pyproject.toml leaks/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tidegate needs Python 3.11+, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e ./leaks -e '.[test,bench]'
 	@touch $@
 
 run: $(STAMP)
@@ -29,7 +31,8 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src leaks tests bench examples
+	$(BIN)/ruff format --check src leaks tests bench examples
 	$(BIN)/mypy
 
 bench: $(STAMP)
@@ -46,4 +49,4 @@ test-all:
 	done
 
 clean:
-	rm -rf $(VENV) .venv-3.* .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .venv-3.* .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info leaks/build leaks/src/*.egg-info
