@@ -39,8 +39,8 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from tidegate import leaks
 from tidegate.auth import bearer_token, secret_matches
+from tidegate.leaks.endpoints import add_aiohttp_routes
 
 from .dashboard import dashboard_html
 from .metrics import ProcessStats, Stats, StatsProvider, process_stats
@@ -106,24 +106,6 @@ async def _dashboard(request: web.Request) -> web.Response:
         content_type="text/html",
         headers={"Cache-Control": "no-store"},
     )
-
-
-async def _count(request: web.Request) -> web.Response:
-    # Digits only, no newline: the contract's "bare integer", for scripts comparing it as is.
-    return web.Response(text=str(len(asyncio.all_tasks())), content_type="text/plain")
-
-
-async def _stack(request: web.Request) -> web.Response:
-    return web.Response(text=leaks.format_dump(leaks.snapshot()), content_type="text/plain")
-
-
-async def _tasks(request: web.Request) -> web.Response:
-    level = request.query.get("debug", "1")
-    if level not in ("1", "2"):
-        raise web.HTTPBadRequest(text="debug must be 1 (grouped) or 2 (every task in full)\n")
-    records = leaks.snapshot()
-    text = leaks.format_grouped(records) if level == "1" else leaks.format_dump(records)
-    return web.Response(text=text, content_type="text/plain")
 
 
 async def _vars(request: web.Request) -> web.Response:
@@ -221,9 +203,8 @@ def add_ops_routes(
         profiling=asyncio.Lock(),
     )
     app.router.add_get("/", _dashboard)
-    app.router.add_get("/_count", _count)
-    app.router.add_get("/_stack", _stack)
-    app.router.add_get("/debug/tasks", _tasks)
+    # /_count, /_stack, /debug/tasks: the same code any asyncio app mounts from the detector.
+    add_aiohttp_routes(app)
     app.router.add_get("/debug/vars", _vars)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
