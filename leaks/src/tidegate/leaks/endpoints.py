@@ -251,9 +251,8 @@ def add_aiohttp_routes(app: web.Application) -> None:
 def aiohttp_app(*, token: str | None = None) -> web.Application:
     """The endpoints as an aiohttp app, guarded as the module docstring says; mount it with
     ``app.add_subapp(prefix, aiohttp_app())`` or serve it on a port of its own."""
-    from aiohttp import web
-
     _check_token(token)
+    from aiohttp import web
 
     @web.middleware
     async def guard(
