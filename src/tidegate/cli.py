@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from tidegate.gateway.config import OVERFLOW_POLICIES, Config, ConfigError, load_config
+from tidegate.gateway.config import OPTIONS, Config, ConfigError, load_config
 
 __all__ = ["build_parser", "main"]
 
@@ -19,53 +19,24 @@ log = logging.getLogger("tidegate")
 
 EXIT_USAGE = 2
 
-# (flag, config field, metavar, help)
-_SERVE_OPTIONS: tuple[tuple[str, str, str, str], ...] = (
-    ("--tcp", "tcp", "HOST:PORT", "client TCP listener (default 127.0.0.1:7400; off disables)"),
-    ("--udp", "udp", "HOST:PORT", "UDP push ingress (default 127.0.0.1:7401; off disables)"),
-    ("--admin", "admin", "HOST:PORT", "admin HTTP (default 127.0.0.1:7402; off disables)"),
-    ("--http", "http", "HOST:PORT", "HTTP push API (default 127.0.0.1:7403; off disables)"),
-    ("--secret", "secret", "S", "HMAC-SHA256 key for UDP pushes (env TIDEGATE_SECRET)"),
-    (
-        "--jwt-secret",
-        "jwt_secret",
-        "S",
-        "HS256 key; hello must carry a JWT (env TIDEGATE_JWT_SECRET)",
-    ),
-    ("--api-key", "api_key", "K", "bearer key of POST /v1/push (env TIDEGATE_API_KEY)"),
-    (
-        "--admin-token",
-        "admin_token",
-        "T",
-        "bearer token of the admin routes (env TIDEGATE_ADMIN_TOKEN)",
-    ),
-    ("--max-body", "max_body", "BYTES", "largest HTTP push body (default 1048576)"),
-    ("--max-batch", "max_batch", "N", "most pushes in one HTTP batch (default 1000)"),
-    ("--max-conns", "max_conns", "N", "maximum TCP connections (default 10000)"),
-    ("--handshake-timeout", "handshake_timeout", "S", "seconds to send hello (default 5)"),
-    ("--heartbeat", "heartbeat", "S", "heartbeat advertised in welcome (default 25)"),
-    ("--idle-timeout", "idle_timeout", "S", "seconds without a frame (default 2 x heartbeat)"),
-    ("--max-line", "max_line", "BYTES", "maximum frame size incl. newline (default 65536)"),
-    ("--max-rooms", "max_rooms", "N", "rooms per connection (default 128)"),
-    ("--buffer-bytes", "buffer_bytes", "N", "outbound bytes per connection (default 1048576)"),
-    ("--overflow", "overflow", "POLICY", "slow client policy: " + "|".join(OVERFLOW_POLICIES)),
-    ("--write-timeout", "write_timeout", "S", "cut a client that drains nothing (default 5)"),
-    ("--shutdown-timeout", "shutdown_timeout", "S", "flush deadline at shutdown (default 5)"),
-    ("--block-threshold", "block_threshold", "S", "report a loop blocked this long (default 0.25)"),
-)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tidegate", description="A leak-proof push gateway.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway.")
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway.",
+        epilog="Every option is also an environment variable (--max-conns: "
+        "TIDEGATE_MAX_CONNS) and a key of the --config file (max_conns). Precedence: flags, "
+        "environment, file, defaults.",
+    )
     serve.add_argument("--config", metavar="FILE.toml", help="TOML file (env TIDEGATE_CONFIG)")
-    for flag, field, metavar, help_text in _SERVE_OPTIONS:
-        kwargs: dict[str, Any] = {"dest": field, "metavar": metavar, "help": help_text}
-        if field == "overflow":
-            kwargs["choices"] = OVERFLOW_POLICIES
-            kwargs.pop("metavar")
-        serve.add_argument(flag, **kwargs)
+    for opt in OPTIONS:
+        if opt.kind.choices:
+            serve.add_argument(
+                opt.flag, dest=opt.name, choices=opt.kind.choices, help=opt.help_line()
+            )
+        else:
+            serve.add_argument(opt.flag, dest=opt.name, metavar=opt.metavar, help=opt.help_line())
     serve.add_argument(
         "--log-level",
         default="INFO",
@@ -75,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidegate", description="A leak-proof push gateway.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands)
+    _add_token(commands)
+    return parser
+
+
+def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = commands.add_parser(
         "token",
         help="print a client token (JWT) for trying the gateway by hand",
@@ -91,7 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--jwt-secret", metavar="S", help="the gateway's JWT secret (env TIDEGATE_JWT_SECRET)"
     )
     token.set_defaults(run=_token)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +85,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     logging.basicConfig(
         level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    flags = {field: getattr(args, field) for _, field, _, _ in _SERVE_OPTIONS}
+    flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     try:
         config = load_config(flags=flags, env=env, file=args.config)
         config.check_startable()

@@ -195,7 +195,7 @@ async def test_server_shutdown_is_sent_to_everyone() -> None:
 async def test_accepting_pauses_above_high_water_and_resumes_below_low_water() -> None:
     # max_conns=2: high-water 3 sockets (2 live + 1 being refused), low-water 1.
     async with open_gateway(config(max_conns=2)) as gw:
-        assert (gw.accept_high_water, gw.accept_low_water) == (3, 1)
+        assert (gw.connection_set.high_water, gw.connection_set.low_water) == (3, 1)
         a = await Client.hello(gw.tcp_address, "a")
         b = await Client.hello(gw.tcp_address, "b")
         refused = await Client.connect(gw.tcp_address)

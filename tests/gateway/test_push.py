@@ -1,16 +1,17 @@
-"""Unicast, multi-device, rooms, all: through `Gateway.push` and through UDP."""
+"""Unicast, multi-device, rooms, all: through `Gateway.push`, UDP and HTTP."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import pytest
 
-from tidegate.gateway import open_gateway
+from tidegate.gateway import Gateway, open_gateway
 from tidegate.protocol import BadPush
 
-from .helpers import TIMEOUT, Client, UdpSender, config
+from .helpers import TIMEOUT, Client, UdpSender, config, http_session, url
 
 
 async def test_unicast_reaches_only_that_user() -> None:
@@ -90,21 +91,31 @@ async def test_frames_queued_in_one_turn_leave_together() -> None:
 
 
 async def test_push_api_errors_and_raw_data() -> None:
-    async with open_gateway(config()) as gw:
+    async with open_gateway(config(http=("127.0.0.1", 0))) as gw:
         alice = await Client.hello(gw.tcp_address, "alice")
         with pytest.raises(BadPush):
             gw.push("everyone", 1)
         gw.push("user:alice", msgspec.Raw(b'{"pre":"encoded"}'), id="r")
         assert (await alice.recv())["data"] == {"pre": "encoded"}
-        result = gw.push_body(b'{"to":"user:alice","data":7,"id":"h1"}')
-        assert result == ("h1", 1)
+        # A push body goes through an ingress, which parses it and counts its refusals.
+        status, reply = await post_push(gw, b'{"to":"user:alice","data":7,"id":"h1"}')
+        assert (status, reply) == (200, {"id": "h1", "delivered": 1})
         assert (await alice.recv())["id"] == "h1"
-        with pytest.raises(BadPush):
-            gw.push_body(b'{"to":"user:alice"}')
+        status, reply = await post_push(gw, b'{"to":"user:alice"}')
+        assert (status, reply["error"]) == (400, "bad_body")
         stats = gw.statistics()
         assert stats.rejections == {"bad_body": 1}
         assert stats.pushes == {"local": 1, "http": 1}
         await alice.close()
+
+
+async def post_push(gw: Gateway, body: bytes) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    async with (
+        http_session() as session,
+        session.post(url(gw.http_address, "/v1/push"), data=body, headers=headers) as response,
+    ):
+        return response.status, await response.json(content_type=None)
 
 
 async def test_unsigned_udp_on_loopback() -> None:

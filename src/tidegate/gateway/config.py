@@ -1,261 +1,184 @@
 """Gateway configuration: one frozen `Config`, loaded from flags, env, a TOML file, defaults.
 
-Precedence is flags > `TIDEGATE_*` environment variables > `--config FILE.toml` > defaults.
-Every option has one name used everywhere: field `max_conns` is flag `--max-conns`, env var
+Every option is declared once, below, as a field of `Config` (see options.py for what each
+declaration gives). Precedence is flags > `TIDEGATE_*` environment variables >
+`--config FILE.toml` > defaults. Field `max_conns` is flag `--max-conns`, env var
 `TIDEGATE_MAX_CONNS` and TOML key `max_conns` (or `max-conns`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
-import math
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-__all__ = ["OVERFLOW_POLICIES", "Address", "Config", "ConfigError", "is_loopback", "load_config"]
+from tidegate.gateway.options import (
+    ADDRESS,
+    BYTES,
+    COUNT,
+    SECONDS,
+    SECRET,
+    Address,
+    ConfigError,
+    Option,
+    choice,
+    declared_options,
+    is_loopback,
+    option,
+)
+from tidegate.protocol import Limits
 
-Address = tuple[str, int]
-LISTENERS: Final = ("tcp", "udp", "admin", "http")
+__all__ = [
+    "OPTIONS",
+    "OVERFLOW_POLICIES",
+    "Address",
+    "Config",
+    "ConfigError",
+    "is_loopback",
+    "load_config",
+]
+
 Overflow = Literal["disconnect", "drop-oldest", "drop-newest"]
 OVERFLOW_POLICIES: Final[tuple[Overflow, ...]] = ("disconnect", "drop-oldest", "drop-newest")
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the option and its source."""
-
-    def __init__(self, message: str, *, option: str | None = None) -> None:
-        super().__init__(message)
-        self.option = option
+def _at_least_two_bytes(value: int) -> None:
+    if value < 2:
+        raise ValueError(f"must be at least 2 bytes, got {value}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Every gateway option with its default. Listeners set to None are not started."""
 
-    tcp: Address | None = ("127.0.0.1", 7400)
-    udp: Address | None = ("127.0.0.1", 7401)
-    admin: Address | None = ("127.0.0.1", 7402)
-    http: Address | None = ("127.0.0.1", 7403)  # POST /v1/push
-    secret: str | None = None  # UDP HMAC-SHA256 key; required to bind UDP beyond loopback
-    jwt_secret: str | None = None  # HS256 key; when set, hello must carry a token
-    api_key: str | None = None  # bearer key of POST /v1/push; required beyond loopback
-    admin_token: str | None = None  # bearer token of the admin routes; required beyond loopback
-    max_body: int = 1024 * 1024  # largest HTTP push body (a batch included)
-    max_batch: int = 1000  # most pushes in one HTTP batch
-    block_threshold: float = 0.25  # the loop watchdog reports a loop blocked this long
-    max_conns: int = 10_000
-    handshake_timeout: float = 5.0
-    heartbeat: float = 25.0
-    idle_timeout: float | None = None  # None: 2 x heartbeat
-    max_line: int = 64 * 1024
-    max_rooms: int = 128
-    buffer_bytes: int = 1024 * 1024
-    overflow: Overflow = "disconnect"
-    write_timeout: float = 5.0
-    shutdown_timeout: float = 5.0  # how long shutdown waits for error frames to flush
-    close_linger: float = 2.0  # how long a closing connection may take to flush before abort
-    replay_window: float = 30.0
-    replay_capacity: int = 100_000
+    tcp: Address | None = option(("127.0.0.1", 7400), ADDRESS, "client listener; `off` disables it")
+    udp: Address | None = option(
+        ("127.0.0.1", 7401), ADDRESS, "UDP push ingress; `off` disables it"
+    )
+    http: Address | None = option(
+        ("127.0.0.1", 7403), ADDRESS, "HTTP push API (`POST /v1/push`); `off` disables it"
+    )
+    admin: Address | None = option(
+        ("127.0.0.1", 7402),
+        ADDRESS,
+        "admin HTTP (dashboard, `/_count`, `/_stack`, `/metrics`, ...); `off` disables it",
+    )
+    secret: str | None = option(
+        None,
+        SECRET,
+        "HMAC-SHA256 key for UDP pushes; required to bind UDP beyond loopback",
+    )
+    jwt_secret: str | None = option(
+        None,
+        SECRET,
+        "HS256 key; when set, `hello` must carry a JWT (use >= 32 bytes); required to bind "
+        "TCP beyond loopback",
+    )
+    api_key: str | None = option(
+        None,
+        SECRET,
+        "bearer key of `POST /v1/push`; required to bind HTTP beyond loopback",
+        metavar="K",
+    )
+    admin_token: str | None = option(
+        None,
+        SECRET,
+        "bearer token of the admin routes (`/healthz`, `/readyz` stay open); required to "
+        "bind admin beyond loopback",
+        metavar="T",
+    )
+    max_body: int = option(
+        1024 * 1024, BYTES, "largest HTTP push body, a batch included (`413` above)"
+    )
+    max_batch: int = option(1000, COUNT, "most pushes in one HTTP batch (`413` above)")
+    block_threshold: float = option(
+        0.25, SECONDS, "the loop watchdog reports a loop blocked this long"
+    )
+    max_conns: int = option(10_000, COUNT, "TCP connections, handshakes included")
+    handshake_timeout: float = option(5.0, SECONDS, "seconds a new connection has to send `hello`")
+    heartbeat: float = option(25.0, SECONDS, "heartbeat announced in `welcome`")
+    idle_timeout: float | None = option(
+        None,
+        SECONDS,
+        "seconds without any client frame before `idle_timeout`",
+        default_text="2 x heartbeat",
+    )
+    max_line: int = option(
+        64 * 1024, BYTES, "longest frame, newline included", check=_at_least_two_bytes
+    )
+    max_rooms: int = option(128, COUNT, "rooms per connection")
+    buffer_bytes: int = option(1024 * 1024, BYTES, "outbound bytes held per connection")
+    overflow: Overflow = option(
+        "disconnect",
+        choice(OVERFLOW_POLICIES),
+        "what happens past `buffer-bytes`: `disconnect`, `drop-oldest`, `drop-newest`",
+    )
+    write_timeout: float = option(
+        5.0,
+        SECONDS,
+        "a client with pending data that drains nothing this long is cut (`slow_consumer`)",
+    )
+    shutdown_timeout: float = option(
+        5.0, SECONDS, "how long shutdown waits for the last frames to flush"
+    )
+    close_linger: float = option(
+        2.0,
+        SECONDS,
+        "how long a connection being closed may take to flush its error frame before it is aborted",
+    )
+    replay_window: float = option(
+        30.0, SECONDS, "signed UDP pushes: accepted `ts` skew, and how long an `id` is kept"
+    )
+    replay_capacity: int = option(
+        100_000, COUNT, "signed UDP pushes: most `id`s kept for replay detection"
+    )
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_conns",
-            "max_line",
-            "max_rooms",
-            "buffer_bytes",
-            "replay_capacity",
-            "max_body",
-            "max_batch",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(
-                    f"{name}: expected a positive integer, got {value!r}", option=name
-                )
-        if self.max_line < 2:
-            raise ConfigError(
-                f"max_line: must be at least 2 bytes, got {self.max_line}", option="max_line"
-            )
-        for name in (
-            "handshake_timeout",
-            "heartbeat",
-            "write_timeout",
-            "shutdown_timeout",
-            "close_linger",
-            "replay_window",
-            "block_threshold",
-        ):
-            _check_seconds(name, getattr(self, name))
-        if self.idle_timeout is not None:
-            _check_seconds("idle_timeout", self.idle_timeout)
-        for name in ("secret", "jwt_secret", "api_key", "admin_token"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(
-                    f"{name}: expected a non-empty string, got {value!r}", option=name
-                )
-        if self.overflow not in OVERFLOW_POLICIES:
-            raise ConfigError(
-                f"overflow: expected one of {', '.join(OVERFLOW_POLICIES)}, got {self.overflow!r}",
-                option="overflow",
-            )
-        for name in LISTENERS:
-            address = getattr(self, name)
-            if address is not None and not (
-                isinstance(address, tuple)
-                and len(address) == 2
-                and isinstance(address[0], str)
-                and isinstance(address[1], int)
-                and 0 <= address[1] <= 65535
-            ):
-                raise ConfigError(f"{name}: expected (host, port), got {address!r}", option=name)
+        for opt in OPTIONS:
+            opt.validate(getattr(self, opt.name))
 
     @property
     def effective_idle_timeout(self) -> float:
         return self.idle_timeout if self.idle_timeout is not None else 2 * self.heartbeat
 
+    def limits(self) -> Limits:
+        """The protocol core's limits, from these options."""
+        return Limits(
+            max_line=self.max_line,
+            max_rooms=self.max_rooms,
+            handshake_timeout=self.handshake_timeout,
+            heartbeat=self.heartbeat,
+            idle_timeout=self.effective_idle_timeout,
+        )
+
     def check_startable(self) -> None:
         """Refuse configurations the contract forbids at startup: every listener that lets
         someone in without a credential may only bind loopback."""
-        for name, credential, missing, what, how in (
-            ("udp", self.secret, "a secret", "unsigned pushes", "--secret / TIDEGATE_SECRET"),
-            (
-                "tcp",
-                self.jwt_secret,
-                "a JWT secret",
-                "clients without a token",
-                "--jwt-secret / TIDEGATE_JWT_SECRET",
-            ),
-            (
-                "http",
-                self.api_key,
-                "an API key",
-                "pushes without a key",
-                "--api-key / TIDEGATE_API_KEY",
-            ),
-            (
-                "admin",
-                self.admin_token,
-                "an admin token",
-                "admin requests without a token",
-                "--admin-token / TIDEGATE_ADMIN_TOKEN",
-            ),
+        for listener, credential, missing, what in (
+            ("udp", "secret", "a secret", "unsigned pushes"),
+            ("tcp", "jwt_secret", "a JWT secret", "clients without a token"),
+            ("http", "api_key", "an API key", "pushes without a key"),
+            ("admin", "admin_token", "an admin token", "admin requests without a token"),
         ):
-            address: Address | None = getattr(self, name)
-            if address is not None and not credential and not is_loopback(address[0]):
+            address: Address | None = getattr(self, listener)
+            if (
+                address is not None
+                and not getattr(self, credential)
+                and not is_loopback(address[0])
+            ):
+                how = BY_NAME[credential]
                 raise ConfigError(
-                    f"{name}: refusing to bind {address[0]}:{address[1]} without {missing}; "
-                    f"{what} are only accepted on loopback. Set {how} or bind 127.0.0.1.",
-                    option=name,
+                    f"{listener}: refusing to bind {address[0]}:{address[1]} without "
+                    f"{missing}; {what} are only accepted on loopback. Set {how.flag} / "
+                    f"{how.env} or bind 127.0.0.1.",
+                    option=listener,
                 )
 
 
-def _check_seconds(name: str, value: object) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(
-            f"{name}: expected a positive number of seconds, got {value!r}", option=name
-        )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-_DISABLED: Final = frozenset({"", "off", "none", "no", "false"})
-
-
-def parse_address(text: str) -> Address | None:
-    """`HOST:PORT`, `[v6]:PORT`, `:PORT` (loopback) or `off`."""
-    if text.strip().lower() in _DISABLED:
-        return None
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port out of range in {text!r}")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, port
-
-
-def _positive_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"expected an integer, got {text!r}") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"expected seconds, got {text!r}") from None
-
-
-def _optional_text(text: str) -> str | None:
-    return text or None
-
-
-# How each option is parsed from text (flags and env). TOML values may also be typed.
-_PARSERS: Final[dict[str, Callable[[str], object]]] = {
-    "tcp": parse_address,
-    "udp": parse_address,
-    "admin": parse_address,
-    "http": parse_address,
-    "secret": _optional_text,
-    "jwt_secret": _optional_text,
-    "api_key": _optional_text,
-    "admin_token": _optional_text,
-    "max_body": _positive_int,
-    "max_batch": _positive_int,
-    "block_threshold": _seconds,
-    "max_conns": _positive_int,
-    "handshake_timeout": _seconds,
-    "heartbeat": _seconds,
-    "idle_timeout": _seconds,
-    "max_line": _positive_int,
-    "max_rooms": _positive_int,
-    "buffer_bytes": _positive_int,
-    "overflow": str,
-    "write_timeout": _seconds,
-    "shutdown_timeout": _seconds,
-    "close_linger": _seconds,
-    "replay_window": _seconds,
-    "replay_capacity": _positive_int,
-}
-OPTION_NAMES: Final = tuple(_PARSERS)
-assert set(OPTION_NAMES) == {f.name for f in dataclasses.fields(Config)}
-
-
-def _from_text(name: str, text: str, source: str) -> object:
-    try:
-        return _PARSERS[name](text)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-def _from_toml(name: str, value: object, source: str) -> object:
-    if isinstance(value, str):
-        return _from_text(name, value, source)
-    if name in LISTENERS:
-        raise ConfigError(f'{source}: expected a "HOST:PORT" string, got {value!r}')
-    if isinstance(value, bool):
-        raise ConfigError(f"{source}: expected a number, got {value!r}")
-    return value
+OPTIONS: Final[tuple[Option, ...]] = declared_options(Config)
+BY_NAME: Final[dict[str, Option]] = {opt.name: opt for opt in OPTIONS}
 
 
 def load_config(
@@ -283,20 +206,20 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"--config {path}: invalid TOML: {exc}") from None
         for key, value in table.items():
-            name = key.replace("-", "_")
-            if name not in _PARSERS:
+            opt = BY_NAME.get(key.replace("-", "_"))
+            if opt is None:
                 raise ConfigError(f"{path}: unknown option {key!r}")
-            values[name] = _from_toml(name, value, f"{path}: {key}")
-            sources[name] = str(path)  # Config's own errors name the option already
-    for name in OPTION_NAMES:
-        var = "TIDEGATE_" + name.upper()
-        if var in env:
-            sources[name] = var
-            values[name] = _from_text(name, env[var], var)
+            values[opt.name] = opt.from_toml(value, f"{path}: {key}")
+            sources[opt.name] = str(path)  # Config's own errors name the option already
+    for opt in OPTIONS:
+        if opt.env in env:
+            sources[opt.name] = opt.env
+            values[opt.name] = opt.parse(env[opt.env], opt.env)
     for name, text in (flags or {}).items():
         if text is not None:
-            sources[name] = "--" + name.replace("_", "-")
-            values[name] = _from_text(name, text, sources[name])
+            opt = BY_NAME[name]
+            sources[name] = opt.flag
+            values[name] = opt.parse(text, opt.flag)
     try:
         return Config(**values)
     except ConfigError as exc:

@@ -19,16 +19,15 @@ synchronous, like a UDP datagram: parse, fan out, reply; the handler never waits
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from collections import Counter
+from typing import Any, Final
 
 import msgspec
 from aiohttp import web
 
 from tidegate.auth import bearer_token, secret_matches
-from tidegate.protocol import Rejected, split_batch
-
-if TYPE_CHECKING:
-    from tidegate.gateway.server import Gateway
+from tidegate.gateway.push_api import PushFunction
+from tidegate.protocol import Rejected, parse_push, split_batch
 
 __all__ = ["build_push_app"]
 
@@ -42,15 +41,6 @@ def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> 
     )
 
 
-def _refuse(gateway: Gateway, status: int, error: str, reason: str, **headers: str) -> web.Response:
-    gateway.counters.rejections[error] += 1
-    return _json(status, {"error": error, "reason": reason}, headers or None)
-
-
-def _rejected(exc: Rejected) -> dict[str, str]:
-    return {"error": exc.code.value, "reason": exc.reason}
-
-
 def _undecodable(request: web.Request) -> str:
     """Why aiohttp could not read the body (`RequestPayloadError`): it did not decode as its
     `Content-Encoding` says (a plain body sent as gzip), or its chunked framing broke."""
@@ -61,69 +51,78 @@ def _undecodable(request: web.Request) -> str:
 
 
 def build_push_app(
-    gateway: Gateway, *, api_key: str | None, max_body: int, max_batch: int
+    *,
+    push: PushFunction,
+    rejections: Counter[str],
+    api_key: str | None,
+    max_body: int,
+    max_batch: int,
 ) -> web.Application:
-    async def push(request: web.Request) -> web.Response:
+    """The app serving `POST /v1/push`: pushes go to `push`, refusals are counted by reason
+    in `rejections`."""
+
+    def reject(error: str, reason: str) -> dict[str, str]:
+        """The one place a refusal is counted; returns its JSON document."""
+        rejections[error] += 1
+        return {"error": error, "reason": reason}
+
+    def refuse(status: int, error: str, reason: str, **headers: str) -> web.Response:
+        return _json(status, reject(error, reason), headers or None)
+
+    def push_one(body: bytes) -> dict[str, Any]:
+        try:
+            item, target = parse_push(body)
+        except Rejected as exc:
+            return reject(exc.code.value, exc.reason)
+        result = push(target, item.data, id=item.id, ingress="http")
+        return {"id": result.id, "delivered": result.delivered}
+
+    async def handle_push(request: web.Request) -> web.Response:
         if api_key is not None:
             given = bearer_token(request.headers.get("Authorization", ""))
             if given is None or not secret_matches(given, api_key):
-                return _refuse(
-                    gateway,
+                return refuse(
                     401,
                     "unauthorized",
                     "send Authorization: Bearer <api key>",
                     **{"WWW-Authenticate": 'Bearer realm="tidegate-push"'},
                 )
         if request.content_type not in _JSON_TYPES:
-            return _refuse(
-                gateway,
+            return refuse(
                 415,
                 "unsupported_media_type",
                 f"Content-Type must be application/json, got {request.content_type!r}",
             )
         too_large = f"body over {max_body} bytes"
         if request.content_length is not None and request.content_length > max_body:
-            return _refuse(gateway, 413, "too_large", too_large)
+            return refuse(413, "too_large", too_large)
         try:
             body = await request.read()  # bounded by client_max_size, also when chunked
         except web.HTTPRequestEntityTooLarge:
-            return _refuse(gateway, 413, "too_large", too_large)
+            return refuse(413, "too_large", too_large)
         except web.RequestPayloadError:
             # The body stream now holds that error: mark it ended, or aiohttp's drain of an
             # unread body re-raises it after the reply and logs a traceback. The rest of the
             # body is unparsed, so the connection cannot carry another request: close it.
             request.content.feed_eof()
-            response = _refuse(gateway, 400, "bad_encoding", _undecodable(request))
+            response = refuse(400, "bad_encoding", _undecodable(request))
             response.force_close()
             return response
         try:
             items = split_batch(body)
         except Rejected as exc:
-            gateway.counters.rejections[exc.code.value] += 1
-            return _json(400, _rejected(exc))
+            return refuse(400, exc.code.value, exc.reason)
         if items is None:
-            try:
-                one = gateway.push_body(body, ingress="http")  # counts its own rejections
-            except Rejected as exc:
-                return _json(400, _rejected(exc))
-            return _json(200, {"id": one.id, "delivered": one.delivered})
+            document = push_one(body)
+            return _json(400 if "error" in document else 200, document)
         if len(items) > max_batch:
-            return _refuse(
-                gateway,
+            return refuse(
                 413,
                 "too_large",
                 f"batch of {len(items)} items over the limit of {max_batch} (max_batch)",
             )
-        results: list[dict[str, Any]] = []
-        for item in items:
-            try:
-                result = gateway.push_body(bytes(item), ingress="http")
-            except Rejected as exc:
-                results.append(_rejected(exc))
-            else:
-                results.append({"id": result.id, "delivered": result.delivered})
-        return _json(200, results)
+        return _json(200, [push_one(bytes(item)) for item in items])
 
     app = web.Application(client_max_size=max_body)
-    app.router.add_post("/v1/push", push)
+    app.router.add_post("/v1/push", handle_push)
     return app

@@ -1,9 +1,12 @@
 """The TCP adapter: one `asyncio.Protocol` per client, no task per connection.
 
+`ClientProtocol` implements the transport seam's `Client` and is built with a `ClientHost`
+(client.py). Inbound bytes go to the sans-I/O protocol core; its events update the registry.
+
 Outbound path: the first frame for a connection in a loop turn is written through at once;
-later frames in the same turn are appended to a per-connection list and the connection is
-marked dirty; the hub flushes every dirty connection at the end of the turn, so a burst leaves
-in two `transport.write` calls however many frames it has. The transport's own buffer is
+later frames in the same turn are appended to a per-connection list and the connection asks
+the `TurnBatcher` to flush it at the end of the turn, so a burst leaves in two
+`transport.write` calls however many frames it has. The transport's own buffer is
 capped at a high-water mark; above it the transport calls `pause_writing` and frames wait in
 our queue, where the overflow policy can still drop them. Ours + the transport's bytes never
 exceed `buffer_bytes` (a closing error frame aside), and nothing on this path ever awaits the
@@ -14,49 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Protocol, cast
+from typing import cast
 
-from tidegate.gateway.config import Overflow
-from tidegate.gateway.registry import Registry
-from tidegate.gateway.stats import Counters
-from tidegate.protocol import Closing, Connection, ErrorCode, Joined, Left, Limits, Opened, State
-from tidegate.protocol.connection import Authenticate
+from tidegate.gateway.client import ClientHost
+from tidegate.protocol import Closing, Connection, ErrorCode, Joined, Left, Opened, State
 
-__all__ = ["ClientProtocol", "Hub"]
+__all__ = ["ClientProtocol"]
 
 # `_through_turn` while a frame may not be written through: the transport is paused, frames
 # are queued (they must leave first), or the connection no longer sends.
 _NEVER = 1 << 62
 
 
-class Hub(Protocol):
-    """What a client connection needs from the server that owns it."""
-
-    registry: Registry
-    counters: Counters
-    limits: Limits
-    authenticate: Authenticate
-    buffer_bytes: int
-    overflow: Overflow
-    write_timeout: float
-    close_linger: float
-    turn: int
-    flush_pending: bool
-
-    def now(self) -> float: ...
-    def new_session(self) -> str: ...
-    def admit(self, client: ClientProtocol) -> ErrorCode | None: ...
-    def schedule_flush(self, client: ClientProtocol | None) -> None: ...
-    def closing(self, client: ClientProtocol) -> None: ...
-    def forget(self, client: ClientProtocol) -> None: ...
-
-
 class ClientProtocol(asyncio.Protocol):
     __slots__ = (
         "_dirty",
-        "_hub",
+        "_host",
         "_in_transport",
         "_limit",
+        "_linger_deadline",
         "_paused",
         "_queue",
         "_queued",
@@ -64,14 +43,15 @@ class ClientProtocol(asyncio.Protocol):
         "_stall_drained",
         "_stall_since",
         "_through_turn",
+        "_turns",
         "_written",
         "core",
-        "linger_deadline",
         "transport",
     )
 
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
+    def __init__(self, host: ClientHost) -> None:
+        self._host = host
+        self._turns = host.turns  # read on every delivery
         self.transport: asyncio.WriteTransport | None = None
         self.core: Connection | None = None
         # A list, not a deque: an empty deque costs ~600 bytes per idle connection, and
@@ -79,35 +59,35 @@ class ClientProtocol(asyncio.Protocol):
         self._queue: list[bytes] = []
         self._queued = 0
         self._in_transport = 0
-        self._limit = hub.buffer_bytes  # -1 once nothing more may be sent
+        self._limit = host.settings.buffer_bytes  # -1 once nothing more may be sent
         self._sendable = False  # True from connection_made until our close or the peer's
         self._paused = False
         self._dirty = False
         self._written = 0  # bytes ever handed to the transport, to measure draining
-        # A frame may be written through while this is below the hub's turn: it holds the
+        # A frame may be written through while this is below the batcher's turn: it holds the
         # turn of the last write-through, -1 after a flush, or _NEVER. One comparison on the
         # fan-out path stands for "sending, not paused, nothing queued, not yet this turn".
         self._through_turn = _NEVER
         self._stall_since = math.inf
         self._stall_drained = 0
-        self.linger_deadline = math.inf
+        self._linger_deadline = math.inf
 
     # -- asyncio.Protocol callbacks ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        hub = self._hub
+        host = self._host
         self.transport = cast(asyncio.WriteTransport, transport)
-        high = max(hub.buffer_bytes // 4, 1)
+        high = max(host.settings.buffer_bytes // 4, 1)
         self.transport.set_write_buffer_limits(high=high, low=high // 4)
         self.core = Connection(
-            session=hub.new_session(),
-            limits=hub.limits,
-            authenticate=hub.authenticate,
-            now=hub.now(),
+            session=host.new_session(),
+            limits=host.settings.limits,
+            authenticate=host.authenticate,
+            now=host.clock(),
         )
         self._sendable = True
         self._through_turn = -1
-        refusal = hub.admit(self)
+        refusal = host.admission.admit(self)
         if refusal is ErrorCode.TOO_MANY_CONNECTIONS:
             self.close(refusal, "the gateway is at its connection limit")
         elif refusal is not None:
@@ -116,9 +96,9 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         core = self.core
         assert core is not None
-        events = core.receive_data(data, self._hub.now())
+        events = core.receive_data(data, self._host.clock())
         closing: Closing | None = None
-        registry = self._hub.registry
+        registry = self._host.registry
         for event in events:
             if type(event) is Opened:
                 registry.add(self, event.user)
@@ -151,7 +131,7 @@ class ClientProtocol(asyncio.Protocol):
             self.core.transport_closed()
         self._queue.clear()
         self._queued = 0
-        self._hub.forget(self)
+        self._host.admission.forget(self)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -181,23 +161,23 @@ class ClientProtocol(asyncio.Protocol):
         size = len(frame)
         if self._queued + self._in_transport + size > self._limit and not self._fits(size):
             return False
-        hub = self._hub
-        if self._through_turn < hub.turn:
+        turns = self._turns
+        if self._through_turn < turns.turn:
             # Write-through: the first frame of a loop turn leaves at once (one syscall, no
             # second pass); frames that follow in the same turn queue up and leave together.
-            self._through_turn = hub.turn
+            self._through_turn = turns.turn
             self._written += size
             self._in_transport += size
             self.transport.write(frame)  # type: ignore[union-attr]  # set while sending
-            if not hub.flush_pending:
-                hub.schedule_flush(None)  # ends the turn
+            if not turns.flush_pending:
+                turns.end_turn()
             return True
         self._queue.append(frame)
         self._queued += size
         self._through_turn = _NEVER
         if not self._dirty and not self._paused:
             self._dirty = True
-            hub.schedule_flush(self)
+            turns.flush_at_end_of_turn(self)
         return True
 
     def _fits(self, size: int) -> bool:
@@ -217,15 +197,15 @@ class ClientProtocol(asyncio.Protocol):
         return transport.get_write_buffer_size() if transport is not None else 0
 
     def _make_room(self, size: int) -> bool:
-        hub = self._hub
-        policy = hub.overflow
+        settings = self._host.settings
+        policy = settings.overflow
         if policy == "disconnect":
-            self.close(ErrorCode.SLOW_CONSUMER, f"more than {hub.buffer_bytes} bytes pending")
+            self.close(ErrorCode.SLOW_CONSUMER, f"more than {settings.buffer_bytes} bytes pending")
             return False
-        drops = hub.counters.drops
+        drops = self._host.counters.drops
         if policy == "drop-oldest":
             queue = self._queue
-            excess = self.buffered() + size - hub.buffer_bytes
+            excess = self.buffered() + size - settings.buffer_bytes
             dropped = 0
             while dropped < len(queue) and excess > 0:
                 excess -= len(queue[dropped])
@@ -244,6 +224,9 @@ class ClientProtocol(asyncio.Protocol):
         self._dirty = False
         if self._paused or not self._sendable or self.transport is None:
             return
+        # Before the write: a write that fills the transport calls pause_writing at once,
+        # which must be able to stop the write-through again.
+        self._through_turn = -1
         queue = self._queue
         if queue:
             data = queue[0] if len(queue) == 1 else b"".join(queue)
@@ -253,7 +236,6 @@ class ClientProtocol(asyncio.Protocol):
             self._written += size
             self._in_transport += size
             self.transport.write(data)
-        self._through_turn = -1
 
     # -- closing -------------------------------------------------------------------------
 
@@ -267,13 +249,13 @@ class ClientProtocol(asyncio.Protocol):
             self._finish_close(code, core.data_to_send())
 
     def _finish_close(self, code: ErrorCode, last: bytes) -> None:
-        hub = self._hub
+        host = self._host
         core = self.core
         assert core is not None and self.transport is not None
         self._stop_sending()
-        hub.counters.disconnects[code.value] += 1
+        host.counters.disconnects[code.value] += 1
         if core.user is not None:
-            hub.registry.remove(self, core.user, core.rooms)
+            host.registry.remove(self, core.user, core.rooms)
         transport = self.transport
         if self._queue:
             last = b"".join(self._queue) + last
@@ -283,8 +265,8 @@ class ClientProtocol(asyncio.Protocol):
             # Past the bound by at most one error frame; the linger below caps how long.
             transport.write(last)
         transport.close()
-        self.linger_deadline = hub.now() + hub.close_linger
-        hub.closing(self)
+        self._linger_deadline = host.clock() + host.settings.close_linger
+        host.admission.mark_closing(self)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -296,15 +278,18 @@ class ClientProtocol(asyncio.Protocol):
         if core is None or core.state is State.CLOSED:
             return
         if core.state is not State.CLOSING:
-            self._hub.counters.disconnects[why] += 1
+            self._host.counters.disconnects[why] += 1
             if core.user is not None:
-                self._hub.registry.remove(self, core.user, core.rooms)
+                self._host.registry.remove(self, core.user, core.rooms)
         core.peer_gone()
 
     # -- sweeper -------------------------------------------------------------------------
 
     def sweep(self, now: float) -> None:
-        """Timeouts, checked by the server's single sweeper; never waits on the transport."""
+        """Timeouts, checked by the gateway's single sweeper; never waits on the transport."""
+        if now >= self._linger_deadline:
+            self.abort()  # closing, and the peer has not taken its last frames in time
+            return
         core = self.core
         if core is None:
             return
@@ -323,8 +308,8 @@ class ClientProtocol(asyncio.Protocol):
         if drained > self._stall_drained or self._stall_since == math.inf:
             self._stall_drained = drained
             self._stall_since = now
-        elif now - self._stall_since >= self._hub.write_timeout:
+        elif now - self._stall_since >= self._host.settings.write_timeout:
             self.close(
                 ErrorCode.SLOW_CONSUMER,
-                f"nothing drained for {self._hub.write_timeout:g} s",
+                f"nothing drained for {self._host.settings.write_timeout:g} s",
             )

@@ -4,32 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from tidegate.gateway.stats import Counters
-from tidegate.protocol import DatagramVerifier, Push, Rejected, Target
+from tidegate.gateway.push_api import PushFunction
+from tidegate.protocol import DatagramVerifier, Rejected
 
 __all__ = ["PushDatagramProtocol"]
 
-Deliver = Callable[[Push, Target, str], object]
-
 
 class PushDatagramProtocol(asyncio.DatagramProtocol):
-    """One push per datagram. Rejections are counted by reason and otherwise ignored: a
-    sender gets no reply, so an unauthenticated peer cannot use us to reflect traffic."""
+    """One push per datagram. Rejections are counted by reason, here and nowhere else, and
+    otherwise ignored: a sender gets no reply, so an unauthenticated peer cannot use us to
+    reflect traffic."""
 
     def __init__(
         self,
         *,
         verifier: DatagramVerifier,
-        deliver: Deliver,
-        counters: Counters,
+        push: PushFunction,
+        rejections: Counter[str],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._verifier = verifier
-        self._deliver = deliver
-        self._counters = counters
+        self._push = push
+        self._rejections = rejections
         self._clock = clock
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -40,10 +40,10 @@ class PushDatagramProtocol(asyncio.DatagramProtocol):
         try:
             push, target = self._verifier.verify(data, self._clock())
         except Rejected as exc:
-            self._counters.rejections[exc.code.value] += 1
+            self._rejections[exc.code.value] += 1
             return
-        self._deliver(push, target, "udp")
+        self._push(target, push.data, id=push.id, ingress="udp")
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors about earlier datagrams; the ingress never sends, so nothing to do.
-        self._counters.rejections["socket_error"] += 1
+        self._rejections["socket_error"] += 1

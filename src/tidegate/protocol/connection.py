@@ -105,13 +105,16 @@ class Identity:
 Authenticate = Callable[[Hello], Identity]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    max_line: int = 64 * 1024
-    max_rooms: int = 128
-    handshake_timeout: float = 5.0
-    heartbeat: float = 25.0
-    idle_timeout: float = 50.0
+    """What one connection may do and how long it may take; the adapter derives them from its
+    configuration (the gateway: `Config.limits()`), so they have no defaults of their own."""
+
+    max_line: int
+    max_rooms: int
+    handshake_timeout: float
+    heartbeat: float
+    idle_timeout: float
 
 
 @dataclass(frozen=True, slots=True)

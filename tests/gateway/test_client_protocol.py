@@ -1,0 +1,343 @@
+"""`ClientProtocol` against an in-memory transport: the outbound path, byte for byte.
+
+No socket and no event loop: the transport records writes and applies flow control like
+asyncio's (pause above the high-water mark after a write, resume at the low-water mark after a
+drain), the loop turn ends when the test says so, and time is a number the test moves. The
+real-socket tests (test_slow_consumers.py, ...) keep the end-to-end behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tidegate.gateway import Config
+from tidegate.gateway.auth import make_authenticator
+from tidegate.gateway.batching import TurnBatcher
+from tidegate.gateway.client import ClientHost, ClientSettings
+from tidegate.gateway.connections import ConnectionSet
+from tidegate.gateway.registry import Registry
+from tidegate.gateway.stats import Counters
+from tidegate.gateway.tcp import ClientProtocol
+from tidegate.protocol import ErrorCode, Target
+
+BUFFER = 4000  # buffer_bytes: the transport's high-water mark is 1000, its low-water 250
+FRAME = b"f" * 99 + b"\n"  # 100 bytes
+ALICE = Target("user", "alice", "user:alice")
+
+
+class FakeTransport(asyncio.WriteTransport):
+    """Records every write; `buffered` bytes stay "in the kernel" until `drain()`."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.writes: list[bytes] = []
+        self.buffered = 0
+        self.high = self.low = 0
+        self.paused = False
+        self.closed = False
+        self.aborted = False
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        assert high is not None and low is not None
+        self.high, self.low = high, low
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "write after close"
+        self.writes.append(bytes(data))
+        self.buffered += len(data)
+        if not self.paused and self.buffered > self.high:
+            self.paused = True
+            self.protocol.pause_writing()
+
+    def drain(self, size: int | None = None) -> None:
+        """The peer read `size` bytes (all of them by default)."""
+        self.buffered -= self.buffered if size is None else size
+        if self.paused and self.buffered <= self.low:
+            self.paused = False
+            self.protocol.resume_writing()
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def sent(self) -> bytes:
+        return b"".join(self.writes)
+
+
+@dataclass
+class LoopTurn:
+    """Stands in for `loop.call_soon`: the callbacks run when the test ends the turn."""
+
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def call_soon(self, callback: Callable[[], None]) -> LoopTurn.Handle:
+        self.callbacks.append(callback)
+        return LoopTurn.Handle(self, callback)
+
+    def end(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
+
+    @dataclass
+    class Handle:
+        turn: LoopTurn
+        callback: Callable[[], None]
+
+        def cancel(self) -> None:
+            self.turn.callbacks.remove(self.callback)
+
+
+@dataclass
+class Clock:
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Harness:
+    """One gateway's worth of real parts (registry, counters, connection set, batcher)
+    around fake time and a fake loop turn."""
+
+    config: Config
+    clock: Clock = field(default_factory=Clock)
+    turn: LoopTurn = field(default_factory=LoopTurn)
+    counters: Counters = field(default_factory=Counters)
+    registry: Registry = field(default_factory=Registry)
+    latencies: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.turns = TurnBatcher(
+            call_soon=self.turn.call_soon, observe_latency=self.latencies.append
+        )
+        self.connections = ConnectionSet(
+            max_conns=self.config.max_conns,
+            shortest_timeout=1.0,
+            counters=self.counters,
+            clock=self.clock,
+        )
+        self.connections.admitting = True
+        self.host = ClientHost(
+            settings=ClientSettings.from_config(self.config),
+            authenticate=make_authenticator(None),
+            admission=self.connections,
+            registry=self.registry,
+            turns=self.turns,
+            counters=self.counters,
+            clock=self.clock,
+            new_session=lambda: "s1",
+        )
+
+    def connect(self, user: str | None = "alice") -> tuple[ClientProtocol, FakeTransport]:
+        client = ClientProtocol(self.host)
+        transport = FakeTransport(client)
+        client.connection_made(transport)
+        if user is not None:
+            client.data_received(b'{"op":"hello","user":"%s"}\n' % user.encode())
+            assert transport.writes.pop().startswith(b'{"op":"welcome"')
+            transport.drain()  # the client read it
+            self.turn.end()
+        return client, transport
+
+
+def harness(**options: Any) -> Harness:
+    return Harness(Config(buffer_bytes=BUFFER, **options))
+
+
+def test_the_first_frame_of_a_turn_is_written_through_the_rest_leave_together() -> None:
+    h = harness()
+    client, transport = h.connect()
+    assert client.send_frame(b"a\n") and transport.writes == [b"a\n"]  # at once
+    assert client.send_frame(b"b\n") and client.send_frame(b"c\n")
+    assert transport.writes == [b"a\n"]  # queued behind the first
+    assert client.buffered() == 6
+    h.turn.end()
+    assert transport.writes == [b"a\n", b"b\nc\n"]  # one more write for the rest
+    assert client.send_frame(b"d\n") and transport.writes[-1] == b"d\n"  # a new turn
+
+
+def test_a_write_through_alone_still_ends_the_turn() -> None:
+    h = harness()
+    client, transport = h.connect()
+    turn = h.turns.turn
+    client.send_frame(b"a\n")
+    assert h.turns.flush_pending and len(h.turn.callbacks) == 1
+    h.turn.end()
+    assert h.turns.turn == turn + 1
+    client.send_frame(b"b\n")
+    assert transport.writes == [b"a\n", b"b\n"]
+
+
+def test_flow_control_pauses_the_writes_and_resume_flushes_the_queue_in_one_write() -> None:
+    h = harness(overflow="drop-newest")
+    client, transport = h.connect()
+    for _ in range(11):  # 1100 bytes: past the transport's high-water mark of 1000
+        client.send_frame(FRAME)
+    h.turn.end()
+    assert transport.paused and transport.buffered == 1100
+    client.send_frame(b"late-1\n")
+    client.send_frame(b"late-2\n")
+    h.turn.end()
+    assert len(transport.writes) == 2  # nothing written while paused
+    assert client.buffered() == 1100 + 14
+    transport.drain()  # resume_writing: the queue leaves at once, in one write
+    assert not transport.paused and transport.writes[-1] == b"late-1\nlate-2\n"
+    client.send_frame(b"next\n")  # queue empty again: back to writing through
+    assert transport.writes[-1] == b"next\n"
+
+
+def fill_to_the_bound(h: Harness) -> tuple[ClientProtocol, FakeTransport]:
+    """A connection holding exactly `buffer_bytes`: 1100 in the paused transport and 2900
+    queued (a 4000-byte bound and 100-byte frames)."""
+    client, transport = h.connect()
+    for _ in range(11):
+        assert client.send_frame(FRAME)
+    h.turn.end()
+    assert transport.paused
+    for _ in range(29):
+        assert client.send_frame(FRAME)
+    h.turn.end()
+    assert client.buffered() == BUFFER
+    return client, transport
+
+
+def test_overflow_disconnect_sends_slow_consumer_and_closes() -> None:
+    h = harness(overflow="disconnect")
+    client, transport = fill_to_the_bound(h)
+    assert not client.send_frame(FRAME)
+    assert transport.closed and not transport.aborted
+    # The queued frames leave ahead of the error frame, in the same write.
+    assert transport.writes[-1] == FRAME * 29 + (
+        b'{"op":"error","code":"slow_consumer","reason":"more than 4000 bytes pending"}\n'
+    )
+    assert h.counters.disconnects == {"slow_consumer": 1}
+    assert h.registry.targets(ALICE) == frozenset()
+    assert not client.send_frame(FRAME)  # closing: nothing more is taken
+    assert h.counters.drops == {}
+
+
+def test_overflow_drop_oldest_keeps_the_newest() -> None:
+    h = harness(overflow="drop-oldest")
+    client, transport = fill_to_the_bound(h)
+    newest = b"n" * 249 + b"\n"  # 250 bytes: three queued frames must go
+    assert client.send_frame(newest)
+    assert h.counters.drops == {"drop-oldest": 3}
+    assert client.buffered() == BUFFER - 300 + 250
+    transport.drain()
+    assert transport.writes[-1] == FRAME * 26 + newest
+
+
+def test_overflow_drop_newest_refuses_the_new_frame() -> None:
+    h = harness(overflow="drop-newest")
+    client, transport = fill_to_the_bound(h)
+    assert not client.send_frame(b"new\n")
+    assert h.counters.drops == {"drop-newest": 1}
+    assert client.buffered() == BUFFER
+    transport.drain()
+    assert transport.writes[-1] == FRAME * 29 and not transport.closed
+
+
+def test_the_bound_is_checked_against_the_transport_once_it_has_drained() -> None:
+    # While the transport drains between our writes, the cheap upper bound says "full" and the
+    # exact size is asked for: a frame that fits is taken.
+    h = harness(overflow="drop-newest")
+    client, transport = fill_to_the_bound(h)
+    transport.drain(1100)  # the kernel took what the transport held; our queue follows
+    assert client.send_frame(FRAME)
+    assert h.counters.drops == {}
+
+
+def test_write_deadline_cuts_a_client_that_drains_nothing() -> None:
+    h = harness(overflow="drop-newest", write_timeout=5.0)
+    client, transport = fill_to_the_bound(h)
+    client.sweep(h.clock.now)  # the stall starts being timed
+    h.clock.now += 4.9
+    client.sweep(h.clock.now)
+    assert not transport.closed
+    transport.drain(100)  # some progress: the timer starts over
+    client.sweep(h.clock.now)
+    h.clock.now += 4.9
+    client.sweep(h.clock.now)
+    assert not transport.closed
+    h.clock.now += 0.1
+    client.sweep(h.clock.now)
+    assert transport.closed
+    assert transport.writes[-1].endswith(b'"nothing drained for 5 s"}\n')
+    assert h.counters.disconnects == {"slow_consumer": 1}
+
+
+def test_a_client_with_nothing_pending_is_never_cut_for_writing() -> None:
+    h = harness(write_timeout=1.0)
+    client, transport = h.connect()
+    for _ in range(5):
+        h.clock.now += 0.9
+        client.data_received(b'{"op":"ping"}\n')  # keeps the idle timeout away
+        h.turn.end()
+        transport.drain()
+        client.sweep(h.clock.now)
+    assert not transport.closed
+
+
+def test_closing_lingers_then_aborts_and_is_forgotten_when_the_transport_is_gone() -> None:
+    h = harness(close_linger=2.0)
+    client, transport = h.connect()
+    client.close(ErrorCode.SERVER_SHUTDOWN, "bye")
+    assert transport.closed and not transport.aborted
+    assert h.connections.closing == {client} and not h.connections.live
+    h.clock.now += 1.9
+    client.sweep(h.clock.now)
+    assert not transport.aborted  # still lingering: the peer may take its error frame
+    h.clock.now += 0.1
+    client.sweep(h.clock.now)
+    assert transport.aborted
+    client.connection_lost(None)
+    assert not h.connections.closing
+    assert h.counters.disconnects == {"server_shutdown": 1}
+
+
+def test_end_of_stream_with_output_pending_aborts_and_drops_the_queue() -> None:
+    h = harness(overflow="drop-newest")
+    client, transport = fill_to_the_bound(h)
+    assert client.eof_received() is False
+    assert transport.aborted and client.buffered() == 1100  # only what the transport held
+    assert h.counters.disconnects == {"peer_eof": 1}
+    assert not client.send_frame(FRAME)
+    client.connection_lost(None)
+    assert h.counters.disconnects == {"peer_eof": 1}  # counted once
+    assert not h.connections.live and not h.connections.closing
+
+
+def test_connections_over_the_limit_get_too_many_connections() -> None:
+    h = Harness(Config(max_conns=1))
+    h.connect()
+    _, transport = h.connect(user=None)
+    assert transport.closed
+    assert transport.sent().startswith(b'{"op":"error","code":"too_many_connections"')
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_a_push_is_observed_once_at_the_end_of_its_turn(frames: int) -> None:
+    h = harness()
+    client, _ = h.connect()
+    for _ in range(frames):
+        h.turns.pushed(0.0)
+        client.send_frame(b"x\n")
+    assert h.latencies == []
+    h.turn.end()
+    assert len(h.latencies) == frames
