@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tidegate.auth import verify_token
 from tidegate.cli import main
+from tidegate.tokens import verify_token
 
 SECRET = "cli-tests-jwt-secret-0123456789abcdef"
 

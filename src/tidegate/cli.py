@@ -101,7 +101,8 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from tidegate.auth import make_token, parse_duration
+    from tidegate.durations import parse_duration
+    from tidegate.tokens import make_token
 
     secret = args.jwt_secret or env.get("TIDEGATE_JWT_SECRET")
     if not secret:

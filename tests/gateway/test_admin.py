@@ -7,9 +7,9 @@ import asyncio
 import time
 from typing import Any
 
-from tidegate.auth import make_token
 from tidegate.gateway import Gateway, open_gateway
 from tidegate.protocol import sign
+from tidegate.tokens import make_token
 
 from .helpers import Client, Samples, UdpSender, config, http_session, metric, parse_samples, url
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from tidegate.gateway import Config
-from tidegate.gateway.auth import make_authenticator
 from tidegate.gateway.batching import TurnBatcher
 from tidegate.gateway.client import ClientHost, ClientSettings
 from tidegate.gateway.connections import ConnectionSet
+from tidegate.gateway.hello_authenticator import make_hello_authenticator
 from tidegate.gateway.registry import Registry
 from tidegate.gateway.stats import Counters
 from tidegate.gateway.tcp import ClientProtocol
@@ -135,7 +135,7 @@ class Harness:
         self.connections.admitting = True
         self.host = ClientHost(
             settings=ClientSettings.from_config(self.config),
-            authenticate=make_authenticator(None),
+            authenticate=make_hello_authenticator(None),
             admission=self.connections,
             registry=self.registry,
             turns=self.turns,

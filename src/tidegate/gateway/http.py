@@ -25,7 +25,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from tidegate.auth import bearer_token, secret_matches
+from tidegate.bearer import bearer_token, secret_matches
 from tidegate.gateway.push_api import PushFunction
 from tidegate.protocol import Rejected, parse_push, split_batch
 
@@ -73,7 +73,7 @@ def build_push_app(
         try:
             item, target = parse_push(body)
         except Rejected as exc:
-            return reject(exc.code.value, exc.reason)
+            return reject(exc.code.value, exc.detail)
         result = push(target, item.data, id=item.id, ingress="http")
         return {"id": result.id, "delivered": result.delivered}
 
@@ -111,7 +111,7 @@ def build_push_app(
         try:
             items = split_batch(body)
         except Rejected as exc:
-            return refuse(400, exc.code.value, exc.reason)
+            return refuse(400, exc.code.value, exc.detail)
         if items is None:
             document = push_one(body)
             return _json(400 if "error" in document else 200, document)

@@ -28,13 +28,13 @@ import msgspec
 from aiohttp import web
 
 from tidegate.gateway.admin import build_admin_app, gateway_metrics
-from tidegate.gateway.auth import make_authenticator
 from tidegate.gateway.batching import TurnBatcher
 from tidegate.gateway.broker import Broker, InProcessBroker
 from tidegate.gateway.client import ClientHost, ClientSettings
 from tidegate.gateway.config import Address, Config
 from tidegate.gateway.connections import ConnectionSet
 from tidegate.gateway.fanout import LocalDelivery
+from tidegate.gateway.hello_authenticator import make_hello_authenticator
 from tidegate.gateway.http import build_push_app
 from tidegate.gateway.lifecycle import Lifecycle, Phase, Step
 from tidegate.gateway.listener import TcpListener
@@ -98,7 +98,7 @@ class Gateway:
         self._ids = (f"{prefix}-{n:x}" for n in itertools.count(1))
         self._client_host = ClientHost(
             settings=ClientSettings.from_config(config),
-            authenticate=make_authenticator(
+            authenticate=make_hello_authenticator(
                 config.jwt_secret, refusals=self.counters.auth_failures
             ),
             admission=self.connection_set,

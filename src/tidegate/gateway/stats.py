@@ -25,7 +25,7 @@ class GatewayStatistics:
     - disconnects: connections ended, by error code or "peer_eof" / "peer_reset".
     - rejections: pushes refused at ingress, by reason (see `RejectReason`; HTTP adds
       "unauthorized", "too_large", "unsupported_media_type").
-    - auth_failures: hello tokens refused, by `AuthError.reason` (or "missing_token").
+    - auth_failures: hello tokens refused, by `TokenRefused.code` (or "missing_token").
     - buffered_bytes: outbound bytes held for all connections right now (ours + transports').
     """
 

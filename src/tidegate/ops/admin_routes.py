@@ -39,7 +39,7 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from tidegate.auth import bearer_token, secret_matches
+from tidegate.bearer import bearer_token, secret_matches
 from tidegate.leaks.endpoints import add_aiohttp_routes
 
 from .dashboard import dashboard_html

@@ -17,7 +17,14 @@ from tidegate.protocol.connection import (
     State,
 )
 from tidegate.protocol.errors import PeerError, UsageError
-from tidegate.protocol.frames import BadFrame, ErrorCode, Hello, encode_error, encode_msg
+from tidegate.protocol.frames import (
+    BadFrame,
+    ErrorCode,
+    FrameError,
+    Hello,
+    encode_error,
+    encode_msg,
+)
 from tidegate.protocol.ingress import (
     BadPush,
     DatagramVerifier,
@@ -41,6 +48,7 @@ __all__ = [
     "DatagramVerifier",
     "ErrorCode",
     "Event",
+    "FrameError",
     "Hello",
     "Identity",
     "Joined",

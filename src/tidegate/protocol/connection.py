@@ -19,11 +19,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
-from tidegate.protocol.errors import PeerError, UsageError
+from tidegate.protocol.errors import UsageError
 from tidegate.protocol.frames import (
     CLOSING_CODES,
     BadFrame,
     ErrorCode,
+    FrameError,
     Hello,
     Join,
     Leave,
@@ -87,8 +88,10 @@ _TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
 }
 
 
-class AuthFailed(PeerError):
+class AuthFailed(FrameError):
     """Raised by an authenticate callback: the hello's credentials are not acceptable."""
+
+    code = ErrorCode.AUTH_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,14 +217,14 @@ class Connection:
                 if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
                     break
         except LineTooLong as exc:
-            events.append(self._error_close(ErrorCode.FRAME_TOO_LARGE, exc.reason))
+            events.append(self._error_close(exc.code, exc.detail))
         return events
 
     def _receive_line(self, line: bytes, events: list[Event], now: float) -> None:
         try:
             frame = parse_frame(line)
         except BadFrame as exc:
-            events.append(self._error_close(ErrorCode.BAD_FRAME, exc.reason))
+            events.append(self._error_close(exc.code, exc.detail))
             return
         if self.state is State.HANDSHAKE:
             if not isinstance(frame, Hello):
@@ -232,7 +235,7 @@ class Connection:
             try:
                 identity = self._authenticate(frame)
             except AuthFailed as exc:
-                events.append(self._error_close(ErrorCode.AUTH_FAILED, exc.reason))
+                events.append(self._error_close(exc.code, exc.detail))
                 return
             self._go(Input.HELLO_ACCEPTED)
             self.user = identity.user

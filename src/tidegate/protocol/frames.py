@@ -19,6 +19,7 @@ __all__ = [
     "BadFrame",
     "ClientFrame",
     "ErrorCode",
+    "FrameError",
     "Hello",
     "Join",
     "Leave",
@@ -52,8 +53,19 @@ class ErrorCode(enum.StrEnum):
 CLOSING_CODES: Final = frozenset(ErrorCode) - {ErrorCode.TOO_MANY_ROOMS, ErrorCode.FORBIDDEN_ROOM}
 
 
-class BadFrame(PeerError):
+class FrameError(PeerError):
+    """A peer error that the connection answers with an error frame of code `code`."""
+
+    code: ErrorCode
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(self.code, detail)
+
+
+class BadFrame(FrameError):
     """The line is not a frame the contract allows (invalid JSON, unknown op, bad field)."""
+
+    code = ErrorCode.BAD_FRAME
 
 
 def _non_empty(value: str, field: str) -> None:

@@ -48,9 +48,10 @@ class RejectReason(enum.StrEnum):
 class Rejected(PeerError):
     """A push was refused; nothing of it is delivered."""
 
-    def __init__(self, reason: RejectReason, detail: str) -> None:
-        super().__init__(detail)
-        self.code = reason
+    code: RejectReason
+
+    def __init__(self, code: RejectReason, detail: str) -> None:
+        super().__init__(code, detail)
 
 
 class BadPush(Rejected):
@@ -205,10 +206,6 @@ class DatagramVerifier:
         self._secret = secret
         self.window = window
         self._replays = ReplayCache(capacity=replay_capacity)
-
-    @property
-    def signed(self) -> bool:
-        return self._secret is not None
 
     def verify(self, datagram: bytes, now: float) -> tuple[Push, Target]:
         if self._secret is None:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tidegate.protocol.errors import PeerError, UsageError
+from tidegate.protocol.errors import UsageError
+from tidegate.protocol.frames import ErrorCode, FrameError
 
 __all__ = ["LineSplitter", "LineTooLong"]
 
 
-class LineTooLong(PeerError):
+class LineTooLong(FrameError):
     """A line (including its "\\n") is longer than the limit."""
+
+    code = ErrorCode.FRAME_TOO_LARGE
 
 
 class LineSplitter:

@@ -1,4 +1,4 @@
-"""Client authentication: HS256 JSON Web Tokens, checked with PyJWT.
+"""Client tokens: HS256 JSON Web Tokens, checked and made with PyJWT.
 
 Rules (wire contract, "Client connections"):
 
@@ -11,15 +11,15 @@ Rules (wire contract, "Client connections"):
 Time is injected: ``verify_token(..., now=...)`` checks the time claims against ``now`` (Unix
 seconds) instead of the wall clock, so tests need no sleeps and no clock patching.
 
-Every failure raises ``AuthError`` whose ``reason`` is a short, stable code (see
-``AuthError.REASONS``); the message is safe to send to the peer, it never includes the token.
+Every refusal raises ``TokenRefused``, a ``PeerError``: ``.code`` is a ``TokenRefusal`` (short
+and stable, counted by the gateway), ``.detail`` says why in words safe to send to the peer
+(never the token).
 """
 
 from __future__ import annotations
 
-import hmac
+import enum
 import math
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,42 +27,30 @@ from typing import Any, Final
 
 import jwt
 
-__all__ = [
-    "ALGORITHM",
-    "AuthError",
-    "Claims",
-    "bearer_token",
-    "make_token",
-    "parse_duration",
-    "secret_matches",
-    "verify_token",
-]
+from tidegate.protocol import PeerError
+
+__all__ = ["ALGORITHM", "Claims", "TokenRefusal", "TokenRefused", "make_token", "verify_token"]
 
 ALGORITHM: Final = "HS256"
 
 
-class AuthError(Exception):
-    """A token was refused. Caused by the peer: map it to error ``auth_failed``, never a 500.
+class TokenRefusal(enum.StrEnum):
+    MALFORMED = "malformed"  # not a JWT at all, or a header/payload that is not JSON
+    BAD_ALGORITHM = "bad_algorithm"  # alg is not HS256 (none, RS256, HS512, ...)
+    BAD_SIGNATURE = "bad_signature"  # signed with another key, or tampered with
+    MISSING_CLAIM = "missing_claim"  # no sub or no exp
+    BAD_CLAIM = "bad_claim"  # a claim of the wrong type (sub not a string, rooms not a list...)
+    EXPIRED = "expired"  # exp <= now - leeway
+    NOT_YET_VALID = "not_yet_valid"  # nbf or iat later than now + leeway
 
-    ``reason`` is one of ``REASONS``; ``str(error)`` is a human explanation.
-    """
 
-    REASONS: Final = frozenset(
-        {
-            "malformed",  # not a JWT at all, or a header/payload that is not JSON
-            "bad_algorithm",  # alg is not HS256 (none, RS256, HS512, ...)
-            "bad_signature",  # signed with another key, or tampered with
-            "missing_claim",  # no sub or no exp
-            "bad_claim",  # a claim of the wrong type (sub not a string, rooms not a list...)
-            "expired",  # exp <= now - leeway
-            "not_yet_valid",  # nbf or iat later than now + leeway
-        }
-    )
+class TokenRefused(PeerError):
+    """A token was refused. Caused by the peer: the gateway answers `auth_failed`."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        assert reason in self.REASONS, reason
-        super().__init__(message)
-        self.reason = reason
+    code: TokenRefusal
+
+    def __init__(self, code: TokenRefusal, detail: str) -> None:
+        super().__init__(code, detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,23 +61,22 @@ class Claims:
     rooms: frozenset[str] | None
     expires_at: float
 
-    def may_join(self, room: str) -> bool:
-        return self.rooms is None or room in self.rooms
-
 
 def _number(claims: dict[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise AuthError("bad_claim", f"`{name}` must be a number of seconds since the epoch")
+        raise TokenRefused(
+            TokenRefusal.BAD_CLAIM, f"`{name}` must be a number of seconds since the epoch"
+        )
     return float(value)
 
 
 def verify_token(
     token: str, secret: str, *, now: float | None = None, leeway: float = 0.0
 ) -> Claims:
-    """Check ``token`` and return its claims, or raise ``AuthError``.
+    """Check ``token`` and return its claims, or raise ``TokenRefused``.
 
     ``now`` defaults to ``time.time()``; ``leeway`` (seconds) tolerates clock skew on
     ``exp``, ``nbf`` and ``iat``.
@@ -100,11 +87,13 @@ def verify_token(
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
-        raise AuthError("malformed", "token is not a JWT") from None
+        raise TokenRefused(TokenRefusal.MALFORMED, "token is not a JWT") from None
     alg = header.get("alg")
     if alg != ALGORITHM:
         # Checked before decoding so that no other algorithm, `none` included, ever runs.
-        raise AuthError("bad_algorithm", f"token algorithm must be {ALGORITHM}, got {alg!r}")
+        raise TokenRefused(
+            TokenRefusal.BAD_ALGORITHM, f"token algorithm must be {ALGORITHM}, got {alg!r}"
+        )
     try:
         # PyJWT checks the signature; the time claims are checked below against `now`.
         claims: dict[str, Any] = jwt.decode(
@@ -123,36 +112,38 @@ def verify_token(
             },
         )
     except jwt.InvalidSignatureError:
-        raise AuthError("bad_signature", "token signature does not match") from None
+        raise TokenRefused(TokenRefusal.BAD_SIGNATURE, "token signature does not match") from None
     except jwt.InvalidAlgorithmError:
-        raise AuthError("bad_algorithm", f"token algorithm must be {ALGORITHM}") from None
+        raise TokenRefused(
+            TokenRefusal.BAD_ALGORITHM, f"token algorithm must be {ALGORITHM}"
+        ) from None
     except jwt.PyJWTError:
-        raise AuthError("malformed", "token payload is not valid") from None
+        raise TokenRefused(TokenRefusal.MALFORMED, "token payload is not valid") from None
     return _check_claims(claims, when, leeway)
 
 
 def _check_claims(claims: dict[str, Any], now: float, leeway: float) -> Claims:
     for name in ("sub", "exp"):
         if name not in claims:
-            raise AuthError("missing_claim", f"token has no `{name}` claim")
+            raise TokenRefused(TokenRefusal.MISSING_CLAIM, f"token has no `{name}` claim")
     user = claims["sub"]
     if not isinstance(user, str) or not user:
-        raise AuthError("bad_claim", "`sub` must be a non-empty string")
+        raise TokenRefused(TokenRefusal.BAD_CLAIM, "`sub` must be a non-empty string")
     exp = _number(claims, "exp")
     assert exp is not None
     if exp <= now - leeway:
-        raise AuthError("expired", "token expired")
+        raise TokenRefused(TokenRefusal.EXPIRED, "token expired")
     nbf = _number(claims, "nbf")
     if nbf is not None and nbf > now + leeway:
-        raise AuthError("not_yet_valid", "token not valid yet (nbf)")
+        raise TokenRefused(TokenRefusal.NOT_YET_VALID, "token not valid yet (nbf)")
     iat = _number(claims, "iat")
     if iat is not None and iat > now + leeway:
-        raise AuthError("not_yet_valid", "token issued in the future (iat)")
+        raise TokenRefused(TokenRefusal.NOT_YET_VALID, "token issued in the future (iat)")
     rooms = claims.get("rooms")
     if rooms is None:
         return Claims(user, None, exp)
     if not isinstance(rooms, list) or not all(isinstance(r, str) and r for r in rooms):
-        raise AuthError("bad_claim", "`rooms` must be a list of room names")
+        raise TokenRefused(TokenRefusal.BAD_CLAIM, "`rooms` must be a list of room names")
     return Claims(user, frozenset(rooms), exp)
 
 
@@ -166,7 +157,7 @@ def make_token(
 ) -> str:
     """An HS256 token for ``user`` valid for ``ttl`` seconds from ``now`` (default: the clock).
 
-    This is our own use, so bad arguments raise ``ValueError``, not ``AuthError``.
+    This is our own use, so bad arguments raise ``ValueError``, not ``TokenRefused``.
     """
     if not isinstance(user, str) or not user:
         raise ValueError("make_token: user must be a non-empty string")
@@ -182,49 +173,3 @@ def make_token(
             raise ValueError("make_token: rooms must be non-empty strings")
         payload["rooms"] = names
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
-
-
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``text``: ``45s``, ``30m``, ``1h``, ``2d`` or a sum such as ``1h30m``.
-
-    Raises ``ValueError`` with a message fit for a command-line error.
-    """
-    spec = text.strip().lower()
-    pos = 0
-    total = 0.0
-    while pos < len(spec):
-        match = _PART.match(spec, pos)
-        if match is None:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if not spec or pos != len(spec):
-        raise ValueError(
-            f"invalid duration {text!r}: expected a number with a unit s, m, h or d "
-            "(e.g. 45s, 30m, 1h, 2d, 1h30m)"
-        )
-    if total <= 0:
-        raise ValueError(f"invalid duration {text!r}: must be longer than zero")
-    return total
-
-
-def bearer_token(authorization: str) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def secret_matches(given: str, expected: str) -> bool:
-    """Constant-time comparison of a credential from the network with ours.
-
-    HTTP header values arrive as latin-1 text (aiohttp), possibly with bytes no UTF-8 string
-    has; ``surrogateescape`` keeps those comparable instead of raising.
-    """
-    return hmac.compare_digest(
-        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
-    )

@@ -1,8 +1,8 @@
-"""Hello authentication: plain user names (auth off) or HS256 JWTs (auth on).
+"""The hello authenticator: plain user names (auth off) or HS256 JWTs (auth on).
 
-The token rules live in `tidegate.auth`; this module only adapts them to the protocol core's
-`Authenticate` callback, turning an `AuthError` into the core's `AuthFailed` (an error frame
-`auth_failed` for the peer) and counting refusals by reason.
+The token rules live in `tidegate.tokens`; this module adapts them to the protocol core's
+`Authenticate` callback, turning a `TokenRefused` into the core's `AuthFailed` (an error frame
+`auth_failed` for the peer) and counting refusals by code.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from tidegate.auth import AuthError, verify_token
 from tidegate.protocol import AuthFailed, Hello, Identity
 from tidegate.protocol.connection import Authenticate
+from tidegate.tokens import TokenRefused, verify_token
 
-__all__ = ["make_authenticator"]
+__all__ = ["make_hello_authenticator"]
 
 
 def _trust_user(hello: Hello) -> Identity:
@@ -24,7 +24,7 @@ def _trust_user(hello: Hello) -> Identity:
     return Identity(hello.user)
 
 
-def make_authenticator(
+def make_hello_authenticator(
     jwt_secret: str | None,
     *,
     refusals: Counter[str] | None = None,
@@ -34,7 +34,7 @@ def make_authenticator(
 
     Without a secret, `user` is trusted (loopback-only dev setups; `Config.check_startable`
     enforces that). With one, `token` must be a valid HS256 JWT; `refusals` counts refused
-    tokens by `AuthError.reason`.
+    tokens by `TokenRefused.code` (and "missing_token").
     """
     if jwt_secret is None:
         return _trust_user
@@ -48,9 +48,9 @@ def make_authenticator(
         now = clock()
         try:
             claims = verify_token(hello.token, secret, now=now)
-        except AuthError as exc:
-            counts[exc.reason] += 1
-            raise AuthFailed(f"{exc.reason}: {exc}") from None
+        except TokenRefused as exc:
+            counts[exc.code.value] += 1
+            raise AuthFailed(f"{exc.code.value}: {exc.detail}") from None
         # As a duration: the core runs on the loop's clock, not on wall time.
         return Identity(claims.user, claims.rooms, valid_for=claims.expires_at - now)
 
