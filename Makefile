@@ -31,8 +31,9 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src leaks tests bench examples
-	$(BIN)/ruff format --check src leaks tests bench examples
+	$(BIN)/ruff check src leaks tests bench examples tools
+	$(BIN)/ruff format --check src leaks tests bench examples tools
+	$(BIN)/python tools/check_layers.py src leaks/src
 	$(BIN)/mypy
 
 bench: $(STAMP)

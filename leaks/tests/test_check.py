@@ -319,7 +319,7 @@ async def test_a_scope_does_not_hold_on_to_finished_tasks() -> None:
         return None
 
     async with leaks.check():
-        finished = []
+        finished: list[weakref.ref[asyncio.Task[None]]] = []
         for _ in range(20):
             batch = [asyncio.create_task(quick()) for _ in range(100)]
             await asyncio.gather(*batch)

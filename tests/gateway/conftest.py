@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
+new_uvloop: Callable[[], asyncio.AbstractEventLoop] | None
 try:
-    import uvloop
+    from uvloop import new_event_loop as new_uvloop
 except ImportError:  # pragma: no cover - uvloop is not available on Windows
-    uvloop = None
+    new_uvloop = None
 
 
 def pytest_asyncio_loop_factories(
@@ -19,6 +20,6 @@ def pytest_asyncio_loop_factories(
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop
     }
-    if uvloop is not None:
-        factories["uvloop"] = uvloop.new_event_loop
+    if new_uvloop is not None:
+        factories["uvloop"] = new_uvloop
     return factories

@@ -10,6 +10,7 @@ import asyncio
 import os
 
 import pytest
+from prometheus_client.exposition import generate_latest
 
 from tidegate.gateway import Gateway, open_gateway
 from tidegate.gateway.config import OVERFLOW_POLICIES
@@ -164,7 +165,7 @@ async def test_end_of_stream_with_output_pending_releases_the_client_at_once(pol
 
 
 def observed_pushes(gw: Gateway) -> float:
-    samples = parse_samples(gw.metrics.exposition().decode())
+    samples = parse_samples(generate_latest(gw.metrics.registry).decode())
     return samples[("tidegate_push_write_latency_seconds_count", ())]
 
 

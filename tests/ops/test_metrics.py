@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -37,7 +38,7 @@ class FakeStats:
 
 
 def scrape(metrics: OpsMetrics) -> dict[str, list[Sample]]:
-    text = metrics.exposition().decode()
+    text = generate_latest(metrics.registry).decode()
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
 
@@ -108,7 +109,7 @@ def test_the_unit_check_catches_a_unit_before_the_end() -> None:
 def test_types_and_names_follow_prometheus_conventions() -> None:
     metrics = OpsMetrics(FakeStats())
     metrics.loop_lag.observe(0.01)
-    text = metrics.exposition().decode()
+    text = generate_latest(metrics.registry).decode()
     families = list(text_string_to_metric_families(text))
     types = {family.name: family.type for family in families}
     for name, kind in types.items():

@@ -58,7 +58,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 __all__ = [
@@ -322,7 +321,3 @@ class OpsMetrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
-
-    def exposition(self) -> bytes:
-        """The Prometheus text exposition of this registry."""
-        return generate_latest(self.registry)
