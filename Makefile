@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml leaks/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tidegate needs Python 3.11+, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ./leaks -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e ./leaks -e '.[test,bench,plot]'
 	@touch $@
 
 run: $(STAMP)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from tidegate.gateway.config import OPTIONS, Config, ConfigError, load_config
+from tidegate.load.commands import register as register_load_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
     _add_token(commands)
+    register_load_commands(commands)  # load, load http, demo: tidegate.load.commands
     return parser
 
 

@@ -1,0 +1,104 @@
+"""Reading the server under test: its gauges (a gateway's ``/debug/vars``, or any bare-integer
+count URL) and its stack dump, over HTTP.
+
+Each request uses a connection of its own (no keep-alive), so the server's count includes
+exactly one request being served every time it is read, never an idle keep-alive handler
+left over from the previous look.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .dumps import Dump, DumpError, parse_dump
+from .verdict import Sample
+
+__all__ = ["Probe", "ProbeError", "Unreachable", "open_probe"]
+
+TIMEOUT: Final = 10.0
+
+
+class Unreachable(Exception):
+    """An address did not answer; ``str()`` is one line naming it."""
+
+
+class ProbeError(Exception):
+    """An address answered, but not with what was expected; ``str()`` says what."""
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    session: aiohttp.ClientSession
+    vars_url: str | None  # a gateway's /debug/vars: every gauge
+    count_url: str | None  # a bare integer: tasks (goroutines) alone
+    stack_url: str | None
+    headers: Mapping[str, str]
+
+    async def _get(self, url: str, what: str) -> str:
+        try:
+            async with self.session.get(url, headers=self.headers) as response:
+                text = await response.text(errors="replace")
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else _reason(exc)
+            raise Unreachable(f"no answer from {what} at {_where(url)} ({reason})") from None
+        if response.status != 200:
+            first = text.strip().partition("\n")[0][:100]
+            raise ProbeError(f"{what} at {url} answered {response.status}: {first}")
+        return text
+
+    async def sample(self, t: float, phase: str) -> Sample:
+        if self.vars_url is not None:
+            text = await self._get(self.vars_url, "the admin port")
+            try:
+                document = json.loads(text)
+            except ValueError:
+                raise ProbeError(f"{self.vars_url} did not answer JSON") from None
+            if not isinstance(document, dict):
+                raise ProbeError(f"{self.vars_url} did not answer a JSON object")
+            return Sample.from_vars(t, phase, document)
+        assert self.count_url is not None
+        text = (await self._get(self.count_url, "the count URL")).strip()
+        if not text.isdigit():
+            raise ProbeError(f"{self.count_url} answered {text[:40]!r}, not a bare integer")
+        return Sample(t, phase, tasks=int(text))
+
+    async def dump(self) -> Dump | None:
+        if self.stack_url is None:
+            return None
+        text = await self._get(self.stack_url, "the stack URL")
+        try:
+            return parse_dump(text)
+        except DumpError as exc:
+            raise ProbeError(f"{self.stack_url}: {exc}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "os_error", None) or exc.__cause__ or exc
+    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return str(text).lower() if isinstance(text, str) and text[:1].isupper() else str(text)
+
+
+@contextlib.asynccontextmanager
+async def open_probe(
+    *,
+    vars_url: str | None = None,
+    count_url: str | None = None,
+    stack_url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[Probe]:
+    connector = aiohttp.TCPConnector(force_close=True)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        yield Probe(session, vars_url, count_url, stack_url, dict(headers or {}))

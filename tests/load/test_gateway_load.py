@@ -1,0 +1,187 @@
+"""`tidegate load` end to end, at small scale: against `tidegate serve` with every fault kind
+and every credential (NO LEAK, nothing lost, vanished clients reaped), against the leaky
+example (LEAK, the report names the blocked worker), and its errors (exit 2, one line).
+
+The gateway runs with a 0.5 s heartbeat, so its idle timeout (1 s) reaps vanished clients
+inside a short run.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from tidegate.cli import main
+
+from .servers import leaky_gateway, serve
+
+SECRET, API_KEY, JWT_SECRET, ADMIN_TOKEN = "udp-secret", "push-key", "j" * 32, "admin-token"
+
+
+@pytest.mark.timeout(120)
+def test_no_leak_against_tidegate_serve_with_every_fault(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.json"
+    credentials = (
+        "--secret",
+        SECRET,
+        "--api-key",
+        API_KEY,
+        "--jwt-secret",
+        JWT_SECRET,
+        "--admin-token",
+        ADMIN_TOKEN,
+    )
+    with serve("--heartbeat", "0.5", *credentials) as gw:
+        status = main(
+            [
+                "load",
+                "--tcp",
+                gw["tcp"],
+                "--udp",
+                gw["udp"],
+                "--http",
+                gw["http"],
+                "--admin",
+                gw["admin"],
+                *credentials,
+                "--clients",
+                "40",
+                "--rooms",
+                "4",
+                "--rate",
+                "150",
+                "--duration",
+                "2",
+                "--faults",
+                "reset=10,halfclose=10,vanish=10,stall=10,churn=10",
+                "--drain",
+                "5",
+                "--json",
+                str(report),
+                "--plain",
+            ]
+        )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    document = json.loads(report.read_text())
+    assert document["verdict"] == "NO LEAK"
+    assert document["sent"] == 300
+    assert document["lost"] == 0 and document["duplicates"] == 0 and document["wrong_target"] == 0
+    assert document["delivered"] > 0 and document["clients"]["healthy"] == 20
+    assert document["clients"]["cut"] == {}
+    faults = document["clients"]["faults"]
+    assert faults["vanish"] == {"clients": 4, "ended_by_server:idle_timeout": 4}
+    assert faults["halfclose"] == {"clients": 4, "closed_by_server": 4}
+    assert faults["reset"] == {"clients": 4}
+    assert faults["stall"]["clients"] == 4
+    assert faults["churn"]["reconnects"] > 0 and "failed_reconnects" not in faults["churn"]
+    for gauge in ("tasks", "threads", "fds", "connections"):
+        assert document[gauge]["after"] <= document[gauge]["before"], gauge
+    assert document["connections"]["peak"] >= 40
+    assert document["latency_ms"]["p50"] > 0
+    assert "4 vanished clients (silent, no FIN): the gateway must reap them" in out
+    assert "NO LEAK: back at the baseline" in out
+
+
+@pytest.mark.timeout(120)
+def test_leak_against_the_leaky_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report, plot = tmp_path / "r.json", tmp_path / "r.png"
+    with leaky_gateway("--heartbeat", "1") as gw:
+        status = main(
+            [
+                "load",
+                "--tcp",
+                gw["tcp"],
+                "--udp",
+                gw["udp"],
+                "--admin",
+                gw["admin"],
+                "--clients",
+                "10",
+                "--rate",
+                "20",
+                "--duration",
+                "1.5",
+                "--mix",
+                "user=1,all=1",
+                "--drain",
+                "1",
+                "--json",
+                str(report),
+                "--png",
+                str(plot),
+                "--plain",
+            ]
+        )
+    out = capsys.readouterr().out
+    assert status == 1, out
+    document = json.loads(report.read_text())
+    assert document["verdict"] == "LEAK"
+    assert document["lost"] == 0
+    leaked = document["grew"][0]
+    broadcasts = document["tasks"]["after"] - document["tasks"]["before"]
+    assert broadcasts > 0 and leaked["after"] - leaked["before"] == broadcasts
+    assert leaked["stack"][0].endswith("examples/leaks/incident.py:60 in broadcast_worker")
+    assert leaked["created_by"].startswith("handle_broadcast_leaky at ")
+    assert "LEAK: still above the baseline" in out
+    assert "in broadcast_worker" in out and "await done.send(outcome)" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_admin_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    status = main(["load", "--tcp", address, "--udp", address, "--admin", address, "--plain"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1
+    assert err.startswith(f"tidegate load: no answer from the admin port at {address} (")
+
+
+def test_unreachable_client_port_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    with serve() as gw:
+        status = main(
+            ["load", "--tcp", closed, "--udp", gw["udp"], "--admin", gw["admin"], "--plain"]
+        )
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(f"tidegate load: no answer from the client port at {closed} (")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tcp", "h:1", "--admin", "h:2"], "give --udp or --http: where the pushes go"),
+        (["--udp", "h:1"], "give --tcp (the client port) and --admin"),
+        (
+            ["--tcp", "h:1", "--admin", "h:2", "--udp", "h:3", "--faults", "boom=1"],
+            "--faults: 'boom=1'",
+        ),
+        (["--tcp", "h:1", "--admin", "h:2", "--udp", "h:3", "--clients", "0"], "--clients must be"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["load", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"tidegate load: {message}")
+
+
+def test_bad_option_value_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["load", "--tcp", "nowhere", "--admin", "h:2", "--udp", "h:3"])
+    assert exited.value.code == 2
+    assert "argument --tcp: 'nowhere' is not HOST:PORT" in capsys.readouterr().err
