@@ -4,6 +4,7 @@ catches each kind of import against the layers."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -72,3 +73,18 @@ def test_allowed_imports_pass(tmp_path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(source)
     assert checker.check([tmp_path]) == []
+
+
+def test_the_architecture_page_names_modules_and_members_that_exist() -> None:
+    text = (ROOT / "docs/architecture.md").read_text()
+    sources = {path.name: path for path in (ROOT / "src/tidegate").rglob("*.py")}
+    sources.update({path.name: path for path in (ROOT / "tools").glob("*.py")})
+    named = set(re.findall(r"\b(\w+\.py)\b", text))
+    assert named and named <= set(sources) | {"test_client_protocol.py"}, named - set(sources)
+    for module in set(re.findall(r"\b(tidegate\.\w+)\b", text)):
+        assert importlib.util.find_spec(module) is not None, module
+    code = "".join(path.read_text() for path in sources.values())
+    # `Class.member` mentions: the class and its member are defined somewhere in src/.
+    for owner, member in set(re.findall(r"`(?:\w+\.)?([A-Z]\w+)\.(\w+)`", text)):
+        assert f"class {owner}" in code, owner
+        assert re.search(rf"def {member}\b|\b{member} =|\b{member}:", code), f"{owner}.{member}"

@@ -46,7 +46,7 @@ from tidegate.gateway.udp import PushDatagramProtocol
 from tidegate.ops import Watchdog
 from tidegate.protocol import DatagramVerifier, ErrorCode, Target, parse_target
 
-__all__ = ["Gateway", "PushResult", "open_gateway"]
+__all__ = ["Gateway", "open_gateway"]
 
 log = logging.getLogger("tidegate.gateway")
 
