@@ -17,8 +17,8 @@ LISTENING = re.compile(r"(\w+) listening on (\S+):(\d+)$")
 
 
 @contextlib.contextmanager
-def running(*command: str) -> Iterator[dict[str, str]]:
-    """Start `command`, read its `NAME listening on HOST:PORT` lines until the admin one, and
+def running(*command: str, last: str = "admin") -> Iterator[dict[str, str]]:
+    """Start `command`, read its `NAME listening on HOST:PORT` lines until the `last` one, and
     yield {name: "host:port"}; SIGTERM and wait on exit."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
     proc = subprocess.Popen(
@@ -33,7 +33,7 @@ def running(*command: str) -> Iterator[dict[str, str]]:
     try:
         addresses: dict[str, str] = {}
         assert proc.stdout is not None
-        while "admin" not in addresses:
+        while last not in addresses:
             line = proc.stdout.readline()
             if not line:
                 raise AssertionError(
@@ -82,3 +82,7 @@ def leaky_gateway(*options: str) -> contextlib.AbstractContextManager[dict[str, 
         "127.0.0.1:0",
         *options,
     )
+
+
+def leaky_http_service(*options: str) -> contextlib.AbstractContextManager[dict[str, str]]:
+    return running("-m", "examples.leaky_http_service", "--port", "0", *options, last="http")

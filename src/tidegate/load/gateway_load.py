@@ -22,7 +22,7 @@ from .dumps import grown
 from .fleet import Fleet, FleetError, open_fleet, processes_for
 from .limits import raise_open_files
 from .plan import PushLog, PushPicker, plan_clients
-from .probe import Probe, Unreachable, open_probe
+from .probe import Probe, Unreachable, open_probe, reason
 from .pushers import HttpPusher, UdpPusher, push_at_rate
 from .verdict import Report
 from .watch import Watch
@@ -81,10 +81,8 @@ async def check_tcp(address: tuple[str, int], what: str) -> None:
         async with asyncio.timeout(5):
             _, writer = await asyncio.open_connection(*address)
     except (OSError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise Unreachable(
-            f"no answer from {what} at {address[0]}:{address[1]} ({reason})"
-        ) from None
+        why = "timed out" if isinstance(exc, TimeoutError) else reason(exc)
+        raise Unreachable(f"no answer from {what} at {address[0]}:{address[1]} ({why})") from None
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

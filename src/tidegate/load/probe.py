@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -51,8 +52,8 @@ class Probe:
             async with self.session.get(url, headers=self.headers) as response:
                 text = await response.text(errors="replace")
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else _reason(exc)
-            raise Unreachable(f"no answer from {what} at {_where(url)} ({reason})") from None
+            why = "timed out" if isinstance(exc, TimeoutError) else reason(exc)
+            raise Unreachable(f"no answer from {what} at {_where(url)} ({why})") from None
         if response.status != 200:
             first = text.strip().partition("\n")[0][:100]
             raise ProbeError(f"{what} at {url} answered {response.status}: {first}")
@@ -84,10 +85,13 @@ class Probe:
             raise ProbeError(f"{self.stack_url}: {exc}") from None
 
 
-def _reason(exc: BaseException) -> str:
-    cause = getattr(exc, "os_error", None) or exc.__cause__ or exc
-    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    return str(text).lower() if isinstance(text, str) and text[:1].isupper() else str(text)
+def reason(exc: BaseException) -> str:
+    """A socket error in a few words: "connection refused", not the loop's phrasing."""
+    cause = getattr(exc, "os_error", None) or exc
+    errno = getattr(cause, "errno", None)
+    if isinstance(errno, int) and errno > 0:
+        return os.strerror(errno).lower()
+    return str(cause) or type(cause).__name__
 
 
 @contextlib.asynccontextmanager

@@ -45,6 +45,7 @@ __all__ = ["main"]
 CONNECT_TIMEOUT: Final = 10.0  # connect + welcome + joined, per client
 CONNECT_CONCURRENCY: Final = 200  # handshakes in flight: stays inside a default backlog
 RELEASE_WAIT: Final = 1.0  # how long a resumed socket gets to show the server ended it
+CHURN_UP: Final = 0.5  # how long a churning client stays connected before the next reconnect
 PROGRESS_INTERVAL: Final = 0.25
 
 _decode = msgspec.json.Decoder().decode
@@ -290,7 +291,7 @@ class Worker:
             self._churners.append(group.create_task(self._churn(client), name=name))
 
     async def _churn(self, client: LoadClient) -> None:
-        period = max(0.2, self.heartbeat or 1.0)
+        period = CHURN_UP
         while self.loading:
             connection = client.connection
             if connection is not None and connection.is_open:
