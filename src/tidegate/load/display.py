@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["Display", "LiveDisplay", "PlainDisplay", "Status", "make_display"]
 
 PLAIN_EVERY = 2.0  # seconds between plain status lines
+LIVE_EVERY = 0.1  # at most this often the live panel is rebuilt (rich redraws it 4 times a second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class LiveDisplay:
 
         self._console = Console()
         self._status = Status()
+        self._built = 0.0
         self._live = Live(
             self._render(), console=self._console, refresh_per_second=4, transient=True
         )
@@ -109,8 +111,12 @@ class LiveDisplay:
         return table
 
     def update(self, **changes: object) -> None:
-        self._status = replace(self._status, **changes)  # type: ignore[arg-type]
-        self._live.update(self._render())
+        old = self._status
+        self._status = replace(old, **changes)  # type: ignore[arg-type]
+        now = time.monotonic()
+        if self._status.phase != old.phase or now - self._built >= LIVE_EVERY:
+            self._built = now
+            self._live.update(self._render())
 
     def say(self, line: str) -> None:
         self._live.console.print(line, markup=False, highlight=False)
