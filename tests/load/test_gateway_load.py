@@ -83,6 +83,9 @@ def test_no_leak_against_tidegate_serve_with_every_fault(
     for gauge in ("tasks", "threads", "fds", "connections"):
         assert document[gauge]["after"] <= document[gauge]["before"], gauge
     assert document["connections"]["peak"] >= 40
+    # Pushes alternate over the two ingresses; the gateway's own counters agree.
+    assert document["gateway"]["accepted"] == {"udp": 150, "http": 150}
+    assert document["gateway"]["refused"] == {}
     assert document["latency_ms"]["p50"] > 0
     assert "4 vanished clients (silent, no FIN): the gateway must reap them" in out
     assert "NO LEAK: back at the baseline" in out
@@ -131,6 +134,69 @@ def test_leak_against_the_leaky_example(tmp_path: Path, capsys: pytest.CaptureFi
     assert "LEAK: still above the baseline" in out
     assert "in broadcast_worker" in out and "await done.send(outcome)" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(60)
+def test_pushes_the_gateway_refused_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.json"
+    with serve("--secret", SECRET) as gw:
+        status = main(
+            [
+                "load",
+                "--tcp",
+                gw["tcp"],
+                "--udp",
+                gw["udp"],
+                "--admin",
+                gw["admin"],
+                "--secret",
+                "not-the-secret",
+                "--clients",
+                "5",
+                "--rate",
+                "40",
+                "--duration",
+                "0.5",
+                "--drain",
+                "2",
+                "--json",
+                str(report),
+                "--plain",
+            ]
+        )
+    out = capsys.readouterr().out
+    document = json.loads(report.read_text())
+    assert status == 0  # nothing leaked; everything was lost, and the report says why
+    assert document["delivered"] == 0 and document["lost"] > 0
+    assert document["gateway"] == {
+        "accepted": {},
+        "refused": {"bad_signature": 20},
+        "push_errors": {},
+    }
+    assert "the gateway refused pushes at ingress: bad_signature 20" in out
+
+
+def test_clients_the_gateway_turns_away_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve("--max-conns", "3") as gw:
+        status = main(
+            [
+                "load",
+                "--tcp",
+                gw["tcp"],
+                "--udp",
+                gw["udp"],
+                "--admin",
+                gw["admin"],
+                "--clients",
+                "8",
+                "--plain",
+            ]
+        )
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith("tidegate load: client ") and "too_many_connections" in err
 
 
 def free_port() -> int:

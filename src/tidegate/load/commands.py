@@ -272,6 +272,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     register_demo(commands)
 
 
+def one_line_error(
+    exc: BaseException, kinds: tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """``exc`` if it is one of ``kinds`` (the errors that are one line for the user), also
+    when task groups wrapped it on its way out; else None (a bug: let it show)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, kinds) else None
+
+
 def _env(value: str | None, env: Mapping[str, str], name: str) -> str | None:
     return value if value else env.get(name) or None
 
@@ -382,14 +392,17 @@ def _execute(
     display = make_display(False if args.plain else None)
     try:
         report = run(start(settings, display))
-    except (Unreachable, ProbeError, FleetError, ValueError) as exc:
-        display.close()
-        print(f"tidegate load: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         display.close()
         print("tidegate load: interrupted", file=sys.stderr)
         return 130
+    except BaseException as exc:
+        display.close()
+        known = one_line_error(exc, (Unreachable, ProbeError, FleetError, ValueError))
+        if known is None:
+            raise
+        print(f"tidegate load: {known}", file=sys.stderr)
+        return EXIT_USAGE
     display.close()
     print(format_summary(report), flush=True)
     if args.json is not None:

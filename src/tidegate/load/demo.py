@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from .commands import one_line_error
 from .display import Display, make_display
 from .fleet import FleetError
 from .gateway_load import GatewayLoad, run_gateway_load
@@ -249,9 +250,12 @@ def _run_incident(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     display = make_display(False if args.plain else None)
     try:
         leaky, fixed = run(incident(args, display))
-    except (DemoError, Unreachable, ProbeError, FleetError) as exc:
+    except BaseException as exc:
         display.close()
-        print(f"tidegate demo incident: {exc}", file=sys.stderr)
+        known = one_line_error(exc, (DemoError, Unreachable, ProbeError, FleetError))
+        if known is None:
+            raise
+        print(f"tidegate demo incident: {known}", file=sys.stderr)
         return 2
     display.close()
     print(summary(leaky, fixed))

@@ -81,8 +81,8 @@ class _Process:
         event = await self.events.get()
         if event is None:
             await self.proc.wait()
-            tail = "; ".join(self.stderr) or f"exit status {self.proc.returncode}"
-            raise FleetError(f"client process {self.index} ended: {tail}")
+            last = self.stderr[-1] if self.stderr else f"exit status {self.proc.returncode}"
+            raise FleetError(f"client process {self.index} ended: {last}")
         if event.get("op") == "error":
             raise FleetError(str(event.get("message")))
         if event.get("op") != op:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -19,7 +20,7 @@ import aiohttp
 
 from .display import Display
 from .dumps import grown
-from .fleet import Fleet, FleetError, open_fleet, processes_for
+from .fleet import Fleet, open_fleet, processes_for
 from .limits import raise_open_files
 from .plan import PushLog, PushPicker, plan_clients
 from .probe import Probe, Unreachable, open_probe, reason
@@ -117,53 +118,61 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
     notes: list[str] = []
     baseline = await watch.baseline()
     before = await probe.dump()
+    accepted_before = await probe.counters("pushes")
+    refused_before = await probe.counters("rejections")
     log: list[tuple[int, str]] = []
     stop_sampling = asyncio.Event()
     async with asyncio.TaskGroup() as background:
         background.create_task(watch.sample_while(stop_sampling), name="load-sampler")
-        try:
-            async with open_fleet(processes) as fleet:
-                display.update(clients_planned=s.clients, clients_up=0)
-                watch.enter("connect", f"{s.clients} clients in {processes} process(es)")
-                progress = background.create_task(_show_progress(fleet, display, stop_sampling))
-                await fleet.connect(specs, tcp=s.tcp, jwt_secret=s.jwt_secret)
-                heartbeat = fleet.heartbeat or 25.0
-                idle_timeout = s.idle_timeout or 2 * heartbeat
-                watch.enter("load", f"{s.rate:g} pushes/s for {s.duration:g}s")
-                load_start = watch.now()
-                await fleet.load()
-                sent = await _push(s, picker, log, run, display)
-                watch.enter("settle")
-                healthy = [spec for spec in specs if spec.fault is None]
-                expected = sum(PushLog(log).expected(spec) for spec in healthy)
-                if not await fleet.wait_delivered(expected, SETTLE_TIMEOUT):
-                    notes.append(
-                        f"healthy clients still missed pushes {SETTLE_TIMEOUT:g}s after the last"
-                    )
-                tally = await fleet.finish(log)
-                stop_sampling.set()
-                await progress
-                window = s.drain
-                vanished = [spec for spec in specs if spec.fault == "vanish"]
-                if vanished:
-                    last = max(spec.fault_at for spec in vanished)
-                    reap_at = load_start + last + idle_timeout * (1 + REAP_SLACK)
-                    wait = max(0.0, reap_at - watch.now())
-                    window = s.drain + wait
-                    notes.append(
-                        f"{len(vanished)} vanished clients (silent, no FIN): the gateway must reap"
-                        f" them by its idle timeout ({idle_timeout:g}s after the last went silent,"
-                        f" at {load_start + last:.1f}s); drain window {s.drain:g}s"
-                        + (f" + {wait:.1f}s for that" if wait else "")
-                    )
-                watch.enter("drain", f"up to {window:.1f}s")
-                settled_after, final = await watch.drain(baseline, window)
-                after = await probe.dump()
-                watch.enter("done")
-                tally = await fleet.release()
-        except FleetError:
+        async with open_fleet(processes) as fleet:
+            display.update(clients_planned=s.clients, clients_up=0)
+            watch.enter("connect", f"{s.clients} clients in {processes} process(es)")
+            progress = background.create_task(_show_progress(fleet, display, stop_sampling))
+            await fleet.connect(specs, tcp=s.tcp, jwt_secret=s.jwt_secret)
+            heartbeat = fleet.heartbeat or 25.0
+            idle_timeout = s.idle_timeout or 2 * heartbeat
+            watch.enter("load", f"{s.rate:g} pushes/s for {s.duration:g}s")
+            load_start = watch.now()
+            await fleet.load()
+            sent, push_errors = await _push(s, picker, log, run, display)
+            watch.enter("settle")
+            healthy = [spec for spec in specs if spec.fault is None]
+            expected = sum(PushLog(log).expected(spec) for spec in healthy)
+            if not await fleet.wait_delivered(expected, SETTLE_TIMEOUT):
+                notes.append(
+                    f"healthy clients still missed pushes {SETTLE_TIMEOUT:g}s after the last"
+                )
+            tally = await fleet.finish(log)
             stop_sampling.set()
-            raise
+            await progress
+            window = s.drain
+            vanished = [spec for spec in specs if spec.fault == "vanish"]
+            if vanished:
+                last = max(spec.fault_at for spec in vanished)
+                reap_at = load_start + last + idle_timeout * (1 + REAP_SLACK)
+                wait = max(0.0, reap_at - watch.now())
+                window = s.drain + wait
+                notes.append(
+                    f"{len(vanished)} vanished clients (silent, no FIN): the gateway must reap"
+                    f" them by its idle timeout ({idle_timeout:g}s after the last went silent,"
+                    f" at {load_start + last:.1f}s); drain window {s.drain:g}s"
+                    + (f" + {wait:.1f}s for that" if wait else "")
+                )
+            watch.enter("drain", f"up to {window:.1f}s")
+            settled_after, final = await watch.drain(baseline, window)
+            after = await probe.dump()
+            accepted = _grown_counts(accepted_before, await probe.counters("pushes"))
+            refused = _grown_counts(refused_before, await probe.counters("rejections"))
+            watch.enter("done")
+            tally = await fleet.release()
+    if push_errors:
+        errors = ", ".join(f"{why} {n}" for why, n in sorted(push_errors.items()))
+        notes.append(f"pushes that failed to leave: {errors}")
+    ingresses = ", ".join(f"{name} {int(n)}" for name, n in sorted(accepted.items())) or "none"
+    notes.append(f"the gateway accepted {int(sum(accepted.values()))} pushes ({ingresses})")
+    if refused:
+        reasons = ", ".join(f"{why} {int(n)}" for why, n in sorted(refused.items()))
+        notes.append(f"the gateway refused pushes at ingress: {reasons}")
     report = Report(
         target={
             "tcp": f"{s.tcp[0]}:{s.tcp[1]}",
@@ -180,6 +189,7 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
         drain_seconds=window,
         settled_after=settled_after,
         notes=notes,
+        gateway={"accepted": accepted, "refused": refused, "push_errors": dict(push_errors)},
         sent=sent,
         delivered=tally.delivered,
         lost=tally.lost,
@@ -193,10 +203,15 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
     return report
 
 
+def _grown_counts(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
+
+
 async def _push(
     s: GatewayLoad, picker: PushPicker, log: list[tuple[int, str]], run: str, display: Display
-) -> int:
-    """Push for the whole load phase; returns how many were sent."""
+) -> tuple[int, Counter[str]]:
+    """Push for the whole load phase; returns how many were sent, and the errors of those
+    that failed to leave (by kind)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + s.duration
     connector = aiohttp.TCPConnector(limit=0)
@@ -222,7 +237,10 @@ async def _push(
         finally:
             for pusher in pushers:
                 await pusher.aclose()
-    return sent
+    errors: Counter[str] = Counter()
+    for pusher in pushers:
+        errors.update(pusher.errors)
+    return sent, errors
 
 
 async def _show_progress(fleet: Fleet, display: Display, stop: asyncio.Event) -> None:

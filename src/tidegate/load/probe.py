@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -59,16 +59,29 @@ class Probe:
             raise ProbeError(f"{what} at {url} answered {response.status}: {first}")
         return text
 
+    async def vars_document(self) -> dict[str, Any]:
+        """The gateway's ``/debug/vars``."""
+        assert self.vars_url is not None
+        text = await self._get(self.vars_url, "the admin port")
+        try:
+            document = json.loads(text)
+        except ValueError:
+            raise ProbeError(f"{self.vars_url} did not answer JSON") from None
+        if not isinstance(document, dict):
+            raise ProbeError(f"{self.vars_url} did not answer a JSON object")
+        return document
+
+    async def counters(self, name: str) -> dict[str, float]:
+        """One labelled counter of ``/debug/vars`` (e.g. ``pushes`` by ingress)."""
+        counters = (await self.vars_document()).get("counters") or {}
+        value = counters.get(name) if isinstance(counters, dict) else None
+        if not isinstance(value, dict):
+            return {}
+        return {str(k): v for k, v in value.items() if isinstance(v, int | float)}
+
     async def sample(self, t: float, phase: str) -> Sample:
         if self.vars_url is not None:
-            text = await self._get(self.vars_url, "the admin port")
-            try:
-                document = json.loads(text)
-            except ValueError:
-                raise ProbeError(f"{self.vars_url} did not answer JSON") from None
-            if not isinstance(document, dict):
-                raise ProbeError(f"{self.vars_url} did not answer a JSON object")
-            return Sample.from_vars(t, phase, document)
+            return Sample.from_vars(t, phase, await self.vars_document())
         assert self.count_url is not None
         text = (await self._get(self.count_url, "the count URL")).strip()
         if not text.isdigit():

@@ -121,6 +121,7 @@ class Report:
     tally: Tally | None = None
     latency: LatencyHistogram | None = None
     requests: dict[str, int] | None = None  # load http: responses by status ("error" too)
+    gateway: dict[str, dict[str, float]] | None = None  # the gateway's own push counters
     grew: list[Growth] = field(default_factory=list)
 
     @property
@@ -174,6 +175,8 @@ class Report:
             }
         if self.requests is not None:
             document["requests"] = dict(self.requests)
+        if self.gateway is not None:
+            document["gateway"] = self.gateway
         document["target"] = self.target
         document["settings"] = self.settings
         document["notes"] = list(self.notes)

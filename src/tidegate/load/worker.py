@@ -33,7 +33,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -208,20 +208,28 @@ class Worker:
         if self.heartbeat is None:
             self.heartbeat = float(welcome.get("heartbeat", 25))
 
-    async def connect_all(self) -> BaseException | None:
-        """Connect every client; the first failure, or None."""
-        failures: list[BaseException] = []
+    async def connect_all(self) -> ConnectionError | None:
+        """Connect every client; None, or the first failure (the others are then given up:
+        one refused client is enough to stop the run)."""
 
         async def connect_one(client: LoadClient) -> None:
             try:
                 await self.connect(client)
-            except (OSError, ConnectionError, TimeoutError) as exc:
-                failures.append(exc)
+            except TimeoutError:
+                why = f"no welcome within {CONNECT_TIMEOUT:g}s"
+                raise ConnectionError(f"client {client.spec.user}: {why}") from None
+            except OSError as exc:  # ConnectionError included
+                why = exc.strerror or str(exc)
+                raise ConnectionError(f"client {client.spec.user}: {why}") from None
 
-        async with asyncio.TaskGroup() as group:
-            for client in self.clients:
-                group.create_task(connect_one(client))
-        return failures[0] if failures else None
+        failure: ConnectionError | None = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                for client in self.clients:
+                    group.create_task(connect_one(client))
+        except* ConnectionError as failed:
+            failure = cast(ConnectionError, failed.exceptions[0])
+        return failure
 
     def up(self) -> int:
         return sum(1 for c in self.clients if c.connection is not None and c.connection.is_open)
@@ -398,8 +406,7 @@ async def _serve(commands: asyncio.StreamReader, emit: Callable[[dict[str, Any]]
         failure = await worker.connect_all()
         if failure is not None:
             worker.stop()
-            reason = "timed out" if isinstance(failure, TimeoutError) else str(failure)
-            emit({"op": "error", "message": reason or type(failure).__name__})
+            emit({"op": "error", "message": str(failure) or type(failure).__name__})
             return
         emit({"op": "up", "clients": worker.up(), "heartbeat": worker.heartbeat})
         await command("load")
