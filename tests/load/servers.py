@@ -51,37 +51,16 @@ def running(*command: str, last: str = "admin") -> Iterator[dict[str, str]]:
             proc.communicate()
 
 
+FREE_PORTS = ("--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+
+
 def serve(*options: str) -> contextlib.AbstractContextManager[dict[str, str]]:
-    return running(
-        "-m",
-        "tidegate",
-        "serve",
-        "--tcp",
-        "127.0.0.1:0",
-        "--udp",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--log-level",
-        "WARNING",
-        *options,
-    )
+    http = ("--http", "127.0.0.1:0", "--log-level", "WARNING")
+    return running("-m", "tidegate", "serve", *FREE_PORTS, *http, *options)
 
 
 def leaky_gateway(*options: str) -> contextlib.AbstractContextManager[dict[str, str]]:
-    return running(
-        "-m",
-        "examples.leaky_gateway",
-        "--tcp",
-        "127.0.0.1:0",
-        "--udp",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        *options,
-    )
+    return running("-m", "examples.leaky_gateway", *FREE_PORTS, *options)
 
 
 def leaky_http_service(*options: str) -> contextlib.AbstractContextManager[dict[str, str]]:

@@ -15,27 +15,8 @@ def test_demo_shows_the_climb_and_the_flat_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png, report = tmp_path / "incident.png", tmp_path / "incident.json"
-    status = main(
-        [
-            "demo",
-            "incident",
-            "--runs",
-            "2",
-            "--duration",
-            "1",
-            "--clients",
-            "12",
-            "--rate",
-            "30",
-            "--drain",
-            "0.5",
-            "--png",
-            str(png),
-            "--json",
-            str(report),
-            "--plain",
-        ]
-    )
+    options = "--runs 2 --duration 1 --clients 12 --rate 30 --drain 0.5 --plain"
+    status = main(["demo", "incident", *options.split(), "--png", str(png), "--json", str(report)])
     out = capsys.readouterr().out
     assert status == 0, out
     document = json.loads(report.read_text())

@@ -21,50 +21,29 @@ from .servers import leaky_gateway, serve
 SECRET, API_KEY, JWT_SECRET, ADMIN_TOKEN = "udp-secret", "push-key", "j" * 32, "admin-token"
 
 
+def load(gw: dict[str, str], options: str, *paths: Path) -> int:
+    """`tidegate load` at `gw`'s client, UDP and admin ports, with `options` (split on
+    spaces) and then `paths` (--json, --png values), plain progress."""
+    ports = ["--tcp", gw["tcp"], "--udp", gw["udp"], "--admin", gw["admin"]]
+    return main(["load", *ports, *options.split(), *map(str, paths), "--plain"])
+
+
 @pytest.mark.timeout(120)
 def test_no_leak_against_tidegate_serve_with_every_fault(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = tmp_path / "r.json"
     credentials = (
-        "--secret",
-        SECRET,
-        "--api-key",
-        API_KEY,
-        "--jwt-secret",
-        JWT_SECRET,
-        "--admin-token",
-        ADMIN_TOKEN,
+        f"--secret {SECRET} --api-key {API_KEY} --jwt-secret {JWT_SECRET}"
+        f" --admin-token {ADMIN_TOKEN}"
     )
-    with serve("--heartbeat", "0.5", *credentials) as gw:
-        status = main(
-            [
-                "load",
-                "--tcp",
-                gw["tcp"],
-                "--udp",
-                gw["udp"],
-                "--http",
-                gw["http"],
-                "--admin",
-                gw["admin"],
-                *credentials,
-                "--clients",
-                "40",
-                "--rooms",
-                "4",
-                "--rate",
-                "150",
-                "--duration",
-                "2",
-                "--faults",
-                "reset=10,halfclose=10,vanish=10,stall=10,churn=10",
-                "--drain",
-                "5",
-                "--json",
-                str(report),
-                "--plain",
-            ]
+    with serve("--heartbeat", "0.5", *credentials.split()) as gw:
+        status = load(
+            gw,
+            f"--http {gw['http']} {credentials} --clients 40 --rooms 4 --rate 150 --duration 2"
+            " --faults reset=10,halfclose=10,vanish=10,stall=10,churn=10 --processes 2"
+            " --drain 5 --json",
+            report,
         )
     out = capsys.readouterr().out
     assert status == 0, out
@@ -95,32 +74,8 @@ def test_no_leak_against_tidegate_serve_with_every_fault(
 def test_leak_against_the_leaky_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report, plot = tmp_path / "r.json", tmp_path / "r.png"
     with leaky_gateway("--heartbeat", "1") as gw:
-        status = main(
-            [
-                "load",
-                "--tcp",
-                gw["tcp"],
-                "--udp",
-                gw["udp"],
-                "--admin",
-                gw["admin"],
-                "--clients",
-                "10",
-                "--rate",
-                "20",
-                "--duration",
-                "1.5",
-                "--mix",
-                "user=1,all=1",
-                "--drain",
-                "1",
-                "--json",
-                str(report),
-                "--png",
-                str(plot),
-                "--plain",
-            ]
-        )
+        options = "--clients 10 --rate 20 --duration 1.5 --mix user=1,all=1 --drain 1"
+        status = load(gw, f"{options} --png {plot} --json", report)
     out = capsys.readouterr().out
     assert status == 1, out
     document = json.loads(report.read_text())
@@ -142,30 +97,8 @@ def test_pushes_the_gateway_refused_are_named(
 ) -> None:
     report = tmp_path / "r.json"
     with serve("--secret", SECRET) as gw:
-        status = main(
-            [
-                "load",
-                "--tcp",
-                gw["tcp"],
-                "--udp",
-                gw["udp"],
-                "--admin",
-                gw["admin"],
-                "--secret",
-                "not-the-secret",
-                "--clients",
-                "5",
-                "--rate",
-                "40",
-                "--duration",
-                "0.5",
-                "--drain",
-                "2",
-                "--json",
-                str(report),
-                "--plain",
-            ]
-        )
+        options = "--secret not-the-secret --clients 5 --rate 40 --duration 0.5 --drain 2"
+        status = load(gw, f"{options} --json", report)
     out = capsys.readouterr().out
     document = json.loads(report.read_text())
     assert status == 0  # nothing leaked; everything was lost, and the report says why
@@ -180,20 +113,7 @@ def test_pushes_the_gateway_refused_are_named(
 
 def test_clients_the_gateway_turns_away_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     with serve("--max-conns", "3") as gw:
-        status = main(
-            [
-                "load",
-                "--tcp",
-                gw["tcp"],
-                "--udp",
-                gw["udp"],
-                "--admin",
-                gw["admin"],
-                "--clients",
-                "8",
-                "--plain",
-            ]
-        )
+        status = load(gw, "--clients 8")
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1, err
     assert err.startswith("tidegate load: client ") and "too_many_connections" in err

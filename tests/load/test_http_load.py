@@ -15,26 +15,12 @@ from .servers import leaky_http_service
 
 def load_http(address: str, *extra: str) -> int:
     base = f"http://{address}"
-    return main(
-        [
-            "load",
-            "http",
-            "--url",
-            f"{base}/broadcast?hi",
-            "--concurrency",
-            "4",
-            "--requests",
-            "24",
-            "--count-url",
-            f"{base}/debug/leaks/_count",
-            "--stack-url",
-            f"{base}/debug/leaks/debug/tasks?debug=1",
-            "--drain",
-            "1",
-            "--plain",
-            *extra,
-        ]
+    options = (
+        f"--url {base}/broadcast?hi --concurrency 4 --requests 24"
+        f" --count-url {base}/debug/leaks/_count"
+        f" --stack-url {base}/debug/leaks/debug/tasks?debug=1 --drain 1 --plain"
     )
+    return main(["load", "http", *options.split(), *extra])
 
 
 @pytest.mark.timeout(60)
@@ -76,10 +62,8 @@ def test_gateway_options_before_http_are_refused(capsys: pytest.CaptureFixture[s
         ["load", "--clients", "5", "http", "--url", "http://h/", "--count-url", "http://h/c"]
     )
     err = capsys.readouterr().err
-    assert (
-        status == 2
-        and err == "tidegate load: --clients belong to the gateway load, not `load http`\n"
-    )
+    assert status == 2
+    assert err == "tidegate load: --clients belongs to the gateway load, not `load http`\n"
 
 
 def test_common_options_before_http_are_kept() -> None:
@@ -90,36 +74,22 @@ def test_common_options_before_http_are_kept() -> None:
 
 
 def test_unreachable_count_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(
-        [
-            "load",
-            "http",
-            "--url",
-            "http://127.0.0.1:1/",
-            "--count-url",
-            "http://127.0.0.1:1/_count",
-            "--plain",
-        ]
-    )
+    options = "--url http://127.0.0.1:1/ --count-url http://127.0.0.1:1/_count --plain"
+    status = main(["load", "http", *options.split()])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1
     assert err.startswith("tidegate load: no answer from the count URL at 127.0.0.1:1 (")
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("options", "message"),
     [
-        (["--url", "ftp://x/", "--count-url", "http://h/c"], "--url 'ftp://x/' is not an http"),
-        (["--url", "http://x/", "--count-url", "http://h/c", "--header", "nocolon"], "--header"),
-        (
-            ["--url", "http://x/", "--count-url", "http://h/c", "--concurrency", "0"],
-            "--concurrency",
-        ),
+        ("--url ftp://x/ --count-url http://h/c", "--url 'ftp://x/' is not an http"),
+        ("--url http://x/ --count-url http://h/c --header nocolon", "--header 'nocolon'"),
+        ("--url http://x/ --count-url http://h/c --concurrency 0", "--concurrency must be"),
     ],
 )
-def test_http_usage_errors(
-    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["load", "http", *args]) == 2
+def test_http_usage_errors(options: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["load", "http", *options.split()]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"tidegate load: {message}")

@@ -337,7 +337,8 @@ def _http_settings(args: argparse.Namespace, parser_defaults: Mapping[str, Any])
         if getattr(args, dest, None) != parser_defaults.get(dest)
     ]
     if given:
-        raise UsageError(f"{', '.join(given)} belong to the gateway load, not `load http`")
+        verb = "belongs" if len(given) == 1 else "belong"
+        raise UsageError(f"{', '.join(given)} {verb} to the gateway load, not `load http`")
     if args.body is not None and args.body_file is not None:
         raise UsageError("give --body or --body-file, not both")
     body = args.body.encode() if args.body is not None else None
