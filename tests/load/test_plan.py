@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from tidegate.load.fleet import FD_RESERVE, processes_for
 from tidegate.load.plan import ClientSpec, PushLog, PushPicker, plan_clients, split
 
 FAULTS = {"reset": 5, "halfclose": 5, "vanish": 5, "stall": 2, "churn": 10}
@@ -70,3 +71,12 @@ def test_picker_follows_the_mix() -> None:
     assert 5700 < kinds["user"] < 6300 and 2700 < kinds["room"] < 3300 and 800 < kinds["all"] < 1200
     with pytest.raises(ValueError, match="nothing to push to"):
         PushPicker(specs, 0, {"room": 1}, run="r", seed=0)
+
+
+def test_client_processes_by_the_open_file_limit() -> None:
+    per_process = 20_000 - FD_RESERVE
+    assert processes_for(1, 20_000) == 1
+    assert processes_for(per_process, 20_000) == 1
+    assert processes_for(per_process + 1, 20_000) == 2
+    assert processes_for(50_000, 20_000) == 3
+    assert processes_for(10, 100) == 10  # a tiny limit: one client each, never zero processes

@@ -27,36 +27,6 @@ EXIT_NO_LEAK: Final = 0
 EXIT_LEAK: Final = 1
 EXIT_USAGE: Final = 2
 
-DEFAULT_MIX: Final = "user=60,room=30,all=10"
-# Defaults of the gateway load's shape; every other gateway option defaults to None.
-_DEFAULTS: Final[Mapping[str, Any]] = {
-    "clients": 100,
-    "rooms": 10,
-    "rate": 100.0,
-    "mix": DEFAULT_MIX,
-    "faults": "",
-}
-
-# Options of the gateway load that `load http` does not take (checked, since argparse would
-# accept them before the word `http` and then ignore them).
-_GATEWAY_ONLY: Final = (
-    "tcp",
-    "udp",
-    "http",
-    "admin",
-    "secret",
-    "api_key",
-    "jwt_secret",
-    "admin_token",
-    "clients",
-    "rooms",
-    "rate",
-    "mix",
-    "faults",
-    "idle_timeout",
-    "processes",
-)
-
 
 class UsageError(Exception):
     """Bad options: one line for stderr."""
@@ -145,76 +115,95 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         usage="%(prog)s --tcp H:P --admin H:P (--udp H:P | --http H:P) [options]\n"
         "       %(prog)s http --url URL --count-url URL [options]",
     )
+    # Every option of the gateway load, with its default: `load http` refuses them.
+    gateway_options: dict[str, tuple[str, object]] = {}
+
+    def option(group: argparse._ArgumentGroup, flag: str, **kwargs: Any) -> None:
+        action = group.add_argument(flag, **kwargs)
+        gateway_options[action.dest] = (flag, action.default)
+
     target = load.add_argument_group("the gateway")
-    target.add_argument("--tcp", type=_address, metavar="HOST:PORT", help="client TCP port")
-    target.add_argument("--udp", type=_address, metavar="HOST:PORT", help="UDP push ingress")
-    target.add_argument("--http", type=_address, metavar="HOST:PORT", help="HTTP push ingress")
-    target.add_argument(
+    option(target, "--tcp", type=_address, metavar="HOST:PORT", help="client TCP port")
+    option(target, "--udp", type=_address, metavar="HOST:PORT", help="UDP push ingress")
+    option(target, "--http", type=_address, metavar="HOST:PORT", help="HTTP push ingress")
+    option(
+        target,
         "--admin",
         type=_address,
         metavar="HOST:PORT",
         help="admin port: /debug/vars and /debug/tasks for the verdict",
     )
-    target.add_argument("--secret", metavar="S", help="UDP HMAC key (env TIDEGATE_SECRET)")
-    target.add_argument("--api-key", metavar="K", help="HTTP push key (env TIDEGATE_API_KEY)")
-    target.add_argument(
-        "--jwt-secret", metavar="S", help="sign each client's hello token (env TIDEGATE_JWT_SECRET)"
+    option(target, "--secret", metavar="S", help="UDP HMAC key (env TIDEGATE_SECRET)")
+    option(target, "--api-key", metavar="K", help="HTTP push key (env TIDEGATE_API_KEY)")
+    option(
+        target,
+        "--jwt-secret",
+        metavar="S",
+        help="sign each client's hello token (env TIDEGATE_JWT_SECRET)",
     )
-    target.add_argument(
+    option(
+        target,
         "--admin-token",
         metavar="T",
         help="bearer token of the admin port (env TIDEGATE_ADMIN_TOKEN)",
     )
     shape = load.add_argument_group("the load")
-    shape.add_argument(
+    option(
+        shape,
         "--clients",
         type=_whole,
-        default=_DEFAULTS["clients"],
+        default=100,
         metavar="N",
-        help="client connections (default 100)",
+        help="client connections (default %(default)s)",
     )
-    shape.add_argument(
+    option(
+        shape,
         "--rooms",
         type=_whole,
-        default=_DEFAULTS["rooms"],
+        default=10,
         metavar="N",
-        help="rooms; each client joins up to two (default 10)",
+        help="rooms; each client joins up to two (default %(default)s)",
     )
-    shape.add_argument(
+    option(
+        shape,
         "--rate",
         type=_type(_rate),
-        default=_DEFAULTS["rate"],
+        default=100.0,
         metavar="R",
-        help="pushes per second (default 100)",
+        help="pushes per second (default %(default)g)",
     )
-    shape.add_argument(
+    option(
+        shape,
         "--mix",
-        default=_DEFAULTS["mix"],
+        default="user=60,room=30,all=10",
         metavar="user=W,room=W,all=W",
-        help=f"push target weights (default {DEFAULT_MIX})",
+        help="push target weights (default %(default)s)",
     )
-    shape.add_argument(
+    option(
+        shape,
         "--faults",
-        default=_DEFAULTS["faults"],
+        default="",
         metavar="KIND=PCT,...",
         help="percent of clients per fault: "
         + ", ".join(FAULTS)
         + " (e.g. reset=5,halfclose=5,vanish=5,stall=2,churn=10)",
     )
-    shape.add_argument(
+    option(
+        shape,
         "--idle-timeout",
         type=_seconds,
         metavar="S",
         help="the gateway's idle timeout (default 2 x its advertised heartbeat):"
         " how long vanished clients take to be reaped",
     )
-    shape.add_argument(
+    option(
+        shape,
         "--processes",
         type=_whole,
         metavar="N",
         help="client processes (default: as many as the open-file limit needs)",
     )
-    shape.add_argument("--seed", type=_whole, metavar="N", help="repeat a run's plan")
+    option(shape, "--seed", type=_whole, metavar="N", help="repeat a run's plan")
     _common(load, suppress=False)
     load.set_defaults(run=_run_load)
 
@@ -265,7 +254,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--probe-token", metavar="T", help="bearer token for --count-url and --stack-url"
     )
     _common(http, suppress=True)
-    http.set_defaults(run=_run_http)
+    http.set_defaults(run=_run_http, gateway_options=gateway_options)
 
     from .demo import register_demo
 
@@ -328,13 +317,14 @@ def _gateway_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     )
 
 
-def _http_settings(args: argparse.Namespace, parser_defaults: Mapping[str, Any]) -> Any:
+def _http_settings(args: argparse.Namespace) -> Any:
     from .http_load import HttpLoad
 
+    gateway_options: Mapping[str, tuple[str, object]] = args.gateway_options
     given = [
-        "--" + dest.replace("_", "-")
-        for dest in _GATEWAY_ONLY
-        if getattr(args, dest, None) != parser_defaults.get(dest)
+        flag
+        for dest, (flag, default) in gateway_options.items()
+        if getattr(args, dest, default) != default
     ]
     if given:
         verb = "belongs" if len(given) == 1 else "belong"
@@ -427,9 +417,7 @@ def _run_load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _run_http(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .http_load import run_http_load
 
-    defaults = {dest: _DEFAULTS.get(dest) for dest in _GATEWAY_ONLY}
-
     def title(s: Any) -> str:
         return f"tidegate load http: {s.method} {s.url}"
 
-    return _execute(args, lambda: _http_settings(args, defaults), run_http_load, title)
+    return _execute(args, lambda: _http_settings(args), run_http_load, title)
