@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test test-all lint bench browser clean
+.PHONY: run test test-all lint bench realworld browser clean
 
 # Two distributions, installed in one call so that the gateway's dependency on tidegate-leaks
 # is met by the folder leaks/, not looked up on PyPI.
@@ -38,6 +38,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# Real projects' test suites (aiohttp, anyio, websockets, async-lru) plain and with --leaks,
+# side by side; sources and venvs cached in .cache/realworld. Not part of `make test`: it
+# downloads, and takes minutes. Compare times under the exclusive lock.
+realworld: $(STAMP)
+	$(BIN)/python -m bench.realworld $(ARGS)
 
 # Runs the suite on every interpreter pyenv (or PATH) offers, each in its own venv.
 test-all:

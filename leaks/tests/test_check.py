@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import sys
 import time
 import weakref
 from typing import Any
@@ -269,6 +271,36 @@ async def test_sleeping_task_reports_delay() -> None:
     assert caught.value.leaks[0].blocked_on == "asyncio.sleep (3600s)"
 
 
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(3600, "3600"), (0.029774044001242145, "0.03"), (2.5, "2.5"), (1e-05, "1e-05")],
+)
+def test_durations_are_rounded_to_the_millisecond(seconds: float, shown: str) -> None:
+    from tidegate.leaks._inspect import seconds_text
+
+    assert seconds_text(seconds) == shown
+
+
+class Handler:
+    """Keeps the future it waits on in an attribute, as aiohttp's RequestHandler does."""
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+
+async def test_a_bare_future_is_named_by_the_attribute_that_holds_it() -> None:
+    handler = Handler()
+    with pytest.raises(leaks.LeakError) as caught:
+        async with leaks.check(timeout=SHORT):
+            asyncio.create_task(handler.start(), name="handler")
+    await leaks.cancel_tasks(caught.value.leaks)
+    assert caught.value.leaks[0].blocked_on == "Future (Handler._waiter)"
+
+
 async def hold_lock_then(lock: asyncio.Lock, waiter: asyncio.Future[None]) -> None:
     async with lock:
         await waiter
@@ -290,7 +322,8 @@ async def test_lock_and_future_waits_are_named() -> None:
     waiter.set_result(None)
     blocked = {leak.name: leak.blocked_on for leak in caught.value.leaks}
     await leaks.cancel_tasks(caught.value.leaks)
-    assert blocked == {"holder": "Future", "contender": "asyncio.Lock"}
+    # A bare future is named by where the awaiting frame keeps it.
+    assert blocked == {"holder": "Future (waiter in hold_lock_then)", "contender": "asyncio.Lock"}
 
 
 async def test_forgotten_task_is_not_garbage_collected_out_of_the_report() -> None:
@@ -314,20 +347,128 @@ async def test_forgotten_task_is_not_garbage_collected_out_of_the_report() -> No
     task.cancel()  # end it, or this test's own leak check would report it too
 
 
-async def test_a_scope_does_not_hold_on_to_finished_tasks() -> None:
-    async def quick() -> None:
-        return None
+async def quick() -> None:
+    return None
 
+
+# The next tests compare the same code with and without a check() around it, so they opt out
+# of this suite's own per-test check.
+
+
+async def finished_tasks_still_alive() -> int:
+    finished: list[weakref.ref[asyncio.Task[None]]] = []
+    for _ in range(20):
+        batch = [asyncio.create_task(quick()) for _ in range(100)]
+        await asyncio.gather(*batch)
+        finished.extend(weakref.ref(task) for task in batch)
+        del batch
+    await asyncio.sleep(0)  # asyncio's own wake-up callbacks hold the last ones until they run
+    return sum(ref() is not None for ref in finished)
+
+
+@pytest.mark.no_leak_check
+async def test_a_finished_task_is_not_kept_alive_weakref() -> None:
+    plain = await finished_tasks_still_alive()
     async with leaks.check():
-        finished: list[weakref.ref[asyncio.Task[None]]] = []
-        for _ in range(20):
-            batch = [asyncio.create_task(quick()) for _ in range(100)]
-            await asyncio.gather(*batch)
-            finished.extend(weakref.ref(task) for task in batch)
-            del batch
-        gc.collect()
-        alive = sum(ref() is not None for ref in finished)
-        assert alive <= 300, f"{alive} of 2000 finished tasks still referenced"
+        tracked = await finished_tasks_still_alive()
+    # Without a collection: the last reference dies with the task's refcount.
+    assert tracked == plain == 0
+
+
+async def referrers_of_a_finished_task() -> list[str]:
+    task = asyncio.create_task(quick())
+    await task
+    await asyncio.sleep(0)
+    gc.collect()
+    return sorted(type(referrer).__name__ for referrer in gc.get_referrers(task))
+
+
+@pytest.mark.no_leak_check
+async def test_a_finished_task_is_not_referred_to_by_the_detector() -> None:
+    plain = await referrers_of_a_finished_task()
+    async with leaks.check():
+        tracked = await referrers_of_a_finished_task()
+    assert tracked == plain
+    assert "KeepAlive" not in tracked and "list" not in tracked
+
+
+async def fail_later(started: asyncio.Event) -> None:
+    started.set()
+    await asyncio.sleep(0)
+    raise RuntimeError("nobody asks for me")
+
+
+async def unretrieved_is_logged(caplog: pytest.LogCaptureFixture) -> bool:
+    caplog.clear()
+    started = asyncio.Event()
+    task = asyncio.create_task(fail_later(started))
+    await started.wait()
+    await asyncio.wait([task])
+    await asyncio.sleep(0)
+    del task  # the last reference: asyncio logs the unretrieved exception at once
+    return "Task exception was never retrieved" in caplog.text
+
+
+@pytest.mark.no_leak_check
+async def test_never_retrieved_exception_is_logged_when_the_task_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    plain = await unretrieved_is_logged(caplog)
+    async with leaks.check():
+        tracked = await unretrieved_is_logged(caplog)
+    assert tracked and plain
+
+
+@pytest.mark.no_leak_check
+def test_tracking_is_removed_when_the_last_scope_closes() -> None:
+    from tidegate.leaks import _tracking
+
+    leaks.untrack_threads()  # in case an earlier test asked for tracking for good
+    seen: list[object] = []
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        async with leaks.check():
+            async with leaks.check():
+                seen.append(_tracking.threads_patched())
+            seen.append(loop.get_task_factory())  # the outer scope still holds tracking
+        seen.append(loop.get_task_factory())
+
+    assert not _tracking.threads_patched()
+    with asyncio.Runner() as runner:
+        runner.run(body())
+    assert seen[0] is True and seen[1] is not None and seen[2] is None
+    assert not _tracking.threads_patched()
+    assert _tracking.holders() == 0
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager task factories are 3.12+")
+@pytest.mark.no_leak_check  # so that the factory is restored when the last check closes
+def test_an_eager_factory_stays_recognisably_eager() -> None:
+    def eager_loop() -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        return loop
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(leaks.LeakError) as caught:
+            async with leaks.check(timeout=SHORT):
+                factory = loop.get_task_factory()
+                assert factory is not None
+                # What anyio looks at to recognise an eager factory, and the constructor
+                # it then calls itself.
+                assert factory.__code__ is asyncio.eager_task_factory.__code__  # type: ignore[attr-defined]
+                constructor = factory.__closure__[0].cell_contents  # type: ignore[index]
+                constructor(park(asyncio.Event()), loop=loop, name="constructed")
+                asyncio.create_task(park(asyncio.Event()), name="created")
+        assert sorted(leak.name for leak in caught.value.leaks) == ["constructed", "created"]
+        await leaks.cancel_tasks(caught.value.leaks)
+        assert loop.get_task_factory() is asyncio.eager_task_factory  # type: ignore[attr-defined]
+
+    with asyncio.Runner(loop_factory=eager_loop) as runner:
+        runner.run(body())
 
 
 LOOPS = [pytest.param(asyncio.new_event_loop, id="asyncio")]
@@ -365,4 +506,5 @@ async def tracking_over_an_inner_factory() -> None:
         done.set()
     assert made, "the inner factory made the task"
     leaks.untrack()
+    leaks.untrack_threads()
     assert loop.get_task_factory() is inner

@@ -95,7 +95,11 @@ async def sites() -> dict[str, str]:
 def test_creation_sites_on_each_loop(new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
     with asyncio.Runner(loop_factory=new_loop) as runner:
         leaks.track(runner.get_loop())
-        found = runner.run(sites())
+        try:
+            found = runner.run(sites())
+        finally:
+            leaks.untrack(runner.get_loop())
+            leaks.untrack_threads()
     assert found["main"].startswith("test_creation_sites_on_each_loop at ")
     assert found["direct"].startswith("sites at ")
     # The loop called the stream protocol back; the frames above it only started the loop.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing.pool
 import queue
 import threading
+import time
 
 import pytest
 
@@ -165,3 +167,80 @@ def test_ignore_top_function_does_not_reach_the_callers_of_the_primitive() -> No
             threading.Thread(target=park_on, args=(go,), name="parked").start()
     finally:
         go.set()
+
+
+def pool_workers() -> list[leaks.Leak]:
+    return [
+        leak for leak in leaks.find() if any(frame.function == "worker" for frame in leak.frames)
+    ]
+
+
+def test_idle_thread_pool_workers_are_not_leaks_busy_ones_are() -> None:
+    started, go = threading.Event(), threading.Event()
+
+    def job() -> None:
+        started.set()
+        go.wait()
+
+    with multiprocessing.pool.ThreadPool(2) as pool:
+        assert pool.apply(sum, ([1, 2],)) == 3  # both workers now wait for the next job
+        assert pool_workers() == []
+        pool.apply_async(job)
+        started.wait()
+        [busy] = pool_workers()
+        go.set()
+    assert any(frame.function.endswith("job") for frame in busy.frames)
+
+
+def test_idle_anyio_and_trio_workers_are_not_leaks() -> None:
+    anyio = pytest.importorskip("anyio")
+    pytest.importorskip("trio")
+
+    async def to_thread() -> int:
+        return await anyio.to_thread.run_sync(sum, [1, 2])  # type: ignore[no-any-return]
+
+    for backend in ("asyncio", "trio"):
+        with leaks.check(timeout=SHORT):
+            assert anyio.run(to_thread, backend=backend) == 3
+
+
+def test_a_thread_in_time_sleep_is_named() -> None:
+    go = threading.Event()
+
+    def nap() -> None:
+        while not go.is_set():
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=nap, name="napper")
+    thread.start()
+    try:
+        [leak] = [leak for leak in leaks.find() if leak.name == "napper"]
+        assert leak.blocked_on == "time.sleep"
+        assert leak.frames[-1].function.endswith("nap")
+    finally:
+        go.set()
+        thread.join()
+
+
+# A wrapper around blocking calls, as blockbuster installs them: its frame sits on top of the
+# stack of every thread parked in one. Made in a namespace named like blockbuster's module.
+WRAPPERS: dict[str, object] = {"__name__": "blockbuster.blockbuster"}
+exec(
+    "def wrapper(func, *args):\n    return func(*args)\n",
+    WRAPPERS,
+)
+
+
+def wait_through_a_wrapper(lock: threading.Lock) -> None:
+    WRAPPERS["wrapper"](lock.acquire)  # type: ignore[operator]
+
+
+def test_ignore_top_function_sees_through_a_wrapper_on_top() -> None:
+    lock = threading.Lock()
+    lock.acquire()
+    try:
+        rule = leaks.ignore_top_function("wait_through_a_wrapper")
+        with leaks.check(timeout=SHORT, ignore=[rule]):
+            threading.Thread(target=wait_through_a_wrapper, args=(lock,)).start()
+    finally:
+        lock.release()

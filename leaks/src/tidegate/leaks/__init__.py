@@ -10,13 +10,24 @@ Quick start::
 This package imports nothing else from tidegate, so any asyncio project can use it.
 """
 
-from ._detector import Check, LeakError, cancel_tasks, check, find, find_async, snapshot
+from ._detector import (
+    Check,
+    LeakError,
+    LeakWarning,
+    cancel_tasks,
+    check,
+    find,
+    find_async,
+    snapshot,
+)
 from ._filters import (
     Ignore,
     ignore_any_function,
     ignore_created_by,
     ignore_current,
+    ignore_name,
     ignore_top_function,
+    parse_ignore,
 )
 from ._records import Frame, Leak
 from ._report import format_dump, format_grouped, format_leak
@@ -29,6 +40,7 @@ __all__ = [
     "Ignore",
     "Leak",
     "LeakError",
+    "LeakWarning",
     "cancel_tasks",
     "check",
     "dump",
@@ -40,8 +52,10 @@ __all__ = [
     "ignore_any_function",
     "ignore_created_by",
     "ignore_current",
+    "ignore_name",
     "ignore_top_function",
     "install_signal_dump",
+    "parse_ignore",
     "snapshot",
     "track",
     "untrack",

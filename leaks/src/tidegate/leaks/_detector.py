@@ -24,7 +24,7 @@ from . import _inspect
 from ._filters import Ignore, excused
 from ._records import Leak
 from ._report import format_dump
-from ._tracking import ORIGIN_ATTR, Scope, current_scope, origin_of, track, track_threads
+from ._tracking import ORIGIN_ATTR, Scope, current_scope, hold, origin_of, release
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,6 +36,10 @@ FIRST_DELAY = 0.001
 MAX_DELAY = 0.05
 
 _known_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+class LeakWarning(UserWarning):
+    """A leak reported as a warning (the pytest plugin's ``leaks_action = warn``)."""
 
 
 class LeakError(AssertionError):
@@ -149,33 +153,69 @@ async def find_async(
         delay = min(delay * 2, MAX_DELAY)
 
 
-class _Entry:
-    """The state of one entry into a ``Check``."""
+class _Current:
+    """The default parent of a new scope: whichever is current."""
 
-    def __init__(self, *, nested: bool = True) -> None:
-        self.scope = Scope(current_scope.get())
-        # Whether what nested scopes inside this one started is ours too (a check's
-        # normal rule), or only what was started directly in this one.
-        scope = self.scope
-        self._owns: Callable[[Scope | None], bool] = (
-            scope.contains if nested else lambda other: other is scope
+
+CURRENT = _Current()
+
+
+def note_still_running(error: BaseException, found: list[Leak]) -> None:
+    """Add to a failure what the failing scope had left running at that instant (not waited
+    for, so some of it may have been about to end)."""
+    if found and isinstance(error, Exception):
+        error.add_note(
+            f"tidegate.leaks: {len(found)} task(s)/thread(s) started here were still running "
+            "when this error ended the scope (not waited for):\n\n" + format_dump(found)
         )
-        self.token = current_scope.set(self.scope)
-        self.loop = _running_loop()
+
+
+class _Entry:
+    """The state of one entry into a ``Check``: a scope, and tracking held while it is open.
+
+    ``parent`` is the scope it nests in (default: the current one); ``enter=False`` creates
+    the scope without making it current (the caller sets ``current_scope`` where it needs it,
+    in another context, say). ``close()`` must follow, once.
+    """
+
+    def __init__(
+        self,
+        *,
+        parent: Scope | _Current | None = CURRENT,
+        enter: bool = True,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.scope = Scope(current_scope.get() if isinstance(parent, _Current) else parent)
+        self._owns: Callable[[Scope | None], bool] = self.scope.contains
+        self.token = current_scope.set(self.scope) if enter else None
+        self.loop = loop if loop is not None else _running_loop()
+        hold(self.loop)
         if self.loop is not None:
-            track(self.loop)
             _known_loops.add(self.loop)
-        else:
-            track_threads()
         self.owner = _current_task()
         self.threads_before: weakref.WeakSet[threading.Thread] = weakref.WeakSet(
             threading.enumerate()
         )
+        self._closed = False
+
+    def leave(self) -> None:
+        """Stop being the current scope (what starts from now on is not ours)."""
+        if self.token is not None:
+            current_scope.reset(self.token)
+            self.token = None
+
+    def close(self) -> None:
+        """The scope has been judged: pass on what may still run, and release tracking."""
+        if not self._closed:
+            self._closed = True
+            self.scope.close()
+            release()
 
     def _thread_is_ours(self, thread: threading.Thread, stack: list[Any]) -> bool:
         if _inspect.is_pool_worker(stack):
             origin = _inspect.job_origin(stack)
-            return origin is not None and self._owns(origin.scope)
+            if origin is not None:
+                return self._owns(origin.scope)
         origin = origin_of(thread)
         if origin is not None:
             return self._owns(origin.scope)
@@ -266,7 +306,7 @@ class Check:
 
     def _leave(self) -> _Entry:
         entry = self._entries.pop()
-        current_scope.reset(entry.token)
+        entry.leave()
         return entry
 
     def __exit__(
@@ -275,15 +315,18 @@ class Check:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        __tracebackhide__ = True
         entry = self._leave()
         try:
             if exc is not None:
-                return  # the body's own error says more than a leak report would
+                # The body's own error propagates; what it left running is a note on it.
+                note_still_running(exc, entry.scan(self.ignore, self.tasks, self.threads))
+                return
             found, waited = entry.wait(self.ignore, self.timeout, self.tasks, self.threads)
             if found:
                 raise LeakError(found, waited=waited)
         finally:
-            entry.scope.close()
+            entry.close()
 
     async def __aexit__(
         self,
@@ -291,9 +334,11 @@ class Check:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        __tracebackhide__ = True
         entry = self._leave()
         try:
             if exc is not None:
+                note_still_running(exc, entry.scan(self.ignore, self.tasks, self.threads))
                 return
             found, waited = await entry.wait_async(
                 self.ignore, self.timeout, self.tasks, self.threads
@@ -301,7 +346,7 @@ class Check:
             if found:
                 raise LeakError(found, waited=waited)
         finally:
-            entry.scope.close()
+            entry.close()
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Use as a decorator: each call runs in a fresh scope."""
@@ -309,6 +354,7 @@ class Check:
 
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True
                 async with self._fresh():
                     return await func(*args, **kwargs)
 
@@ -316,6 +362,7 @@ class Check:
 
         @functools.wraps(func)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            __tracebackhide__ = True
             with self._fresh():
                 return func(*args, **kwargs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import weakref
 from collections.abc import Callable
@@ -29,11 +30,19 @@ class Ignore:
 # `asyncio.Event.wait` does for a task.
 _BLOCKING_MODULES = frozenset({"threading", "queue"})
 
+# Libraries that wrap blocking calls in Python functions of their own, so their frame sits on
+# top of every stack parked in one: blockbuster (used by aiohttp's and anyio's suites) wraps
+# lock acquires and sleeps to catch them in event loops. Their frames are seen through.
+WRAPPER_MODULES = frozenset({"blockbuster.blockbuster"})
+
 
 def _top_frames(leak: Leak) -> list[Frame]:
     top: list[Frame] = []
     for frame in reversed(leak.frames):
-        if top and frame.module not in _BLOCKING_MODULES:
+        if frame.module in WRAPPER_MODULES:
+            top.append(frame)
+            continue
+        if top and top[-1].module not in WRAPPER_MODULES and frame.module not in _BLOCKING_MODULES:
             break
         top.append(frame)
         if frame.module not in _BLOCKING_MODULES:
@@ -65,6 +74,35 @@ def ignore_created_by(name: str) -> Ignore:
         f"ignore_created_by({name!r})",
         lambda leak: any(frame.matches(name) for frame in leak.created_frames),
     )
+
+
+def ignore_name(pattern: str) -> Ignore:
+    """Ignore tasks and threads whose name matches the regular expression ``pattern``
+    (``re.search``: anchor it to match the whole name)."""
+    compiled = re.compile(pattern)
+    return Ignore(f"ignore_name({pattern!r})", lambda leak: compiled.search(leak.name) is not None)
+
+
+_SPEC_KINDS: dict[str, Callable[[str], Ignore]] = {
+    "top": ignore_top_function,
+    "any": ignore_any_function,
+    "created_by": ignore_created_by,
+    "name": ignore_name,
+}
+
+
+def parse_ignore(spec: str) -> Ignore:
+    """One ignore rule from text, as the ini option ``leaks_ignore`` takes it:
+    ``top:NAME``, ``any:NAME``, ``created_by:NAME`` or ``name:REGEX``."""
+    kind, sep, value = spec.strip().partition(":")
+    make = _SPEC_KINDS.get(kind.strip())
+    if not sep or make is None or not value.strip():
+        choices = ", ".join(f"{name}:..." for name in _SPEC_KINDS)
+        raise ValueError(f"bad leak ignore rule {spec!r}: expected one of {choices}")
+    try:
+        return make(value.strip())
+    except re.error as error:
+        raise ValueError(f"bad leak ignore rule {spec!r}: {error}") from None
 
 
 def ignore_current() -> Ignore:

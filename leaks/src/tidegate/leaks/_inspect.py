@@ -12,11 +12,15 @@ import asyncio
 import asyncio.queues
 import asyncio.streams
 import concurrent.futures.thread
+import contextvars
+import dis
 import gc
 import os
 import queue
+import select
 import sys
 import threading
+import time
 import types
 import weakref
 from collections.abc import Callable, Hashable, Iterable
@@ -24,7 +28,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from ._records import Frame, Leak
-from ._tracking import SKIP_FILES, Origin, origin_of, run_job
+from ._tracking import SKIP_FILES, Origin, current_scope, origin_of, run_job
 
 # --- what a frame means: (description, is_building_block) -----------------
 # A building block (a Condition inside Queue.get) yields to the caller that
@@ -50,9 +54,17 @@ def _queue_join(frame: FrameType) -> str:
     return f"asyncio.Queue.join ({getattr(q, '_unfinished_tasks', '?')} unfinished)"
 
 
+def seconds_text(seconds: float) -> str:
+    """A duration to the millisecond, without trailing zeros: ``0.03``, ``3600``."""
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return f"{seconds:.1g}" if text == "0" and seconds > 0 else text
+
+
 def _sleep(frame: FrameType) -> str:
     delay = frame.f_locals.get("delay")
-    return "asyncio.sleep" if delay is None else f"asyncio.sleep ({delay}s)"
+    if isinstance(delay, int | float):
+        return f"asyncio.sleep ({seconds_text(delay)}s)"
+    return "asyncio.sleep"
 
 
 def _code(fn: Any) -> CodeType | None:
@@ -100,8 +112,21 @@ PRIMITIVES: dict[CodeType, tuple[Describe, bool]] = {
     code: (describe, block) for fn, describe, block in _ENTRIES if (code := _code(fn)) is not None
 }
 
-# An idle pool worker sits in this function between jobs.
-_WORKER_CODE = _code(concurrent.futures.thread._worker)
+# Thread pools, by the function each worker loops in, and the calls in it that wait for the
+# next job. A worker whose loop is at one of those calls is idle, whatever sits above it (the
+# primitive's own frames, or a wrapper such as blockbuster's around the blocking call); at
+# any other line it is running a job. Modules are matched by name, so anyio and trio need
+# not be imported.
+POOL_LOOPS: dict[tuple[str, str], frozenset[str]] = {
+    # asyncio's default executor, run_in_executor and to_thread.
+    ("concurrent.futures.thread", "_worker"): frozenset({"get"}),
+    # anyio.to_thread.run_sync on asyncio: idle workers are kept 10 s for reuse.
+    ("anyio._backends._asyncio", "WorkerThread.run"): frozenset({"get"}),
+    # trio.to_thread.run_sync (and anyio on trio): the thread cache keeps idle workers 10 s.
+    ("trio._core._thread_cache", "WorkerThread._work"): frozenset({"acquire"}),
+    # multiprocessing.pool.ThreadPool.
+    ("multiprocessing.pool", "worker"): frozenset({"get"}),
+}
 _RUN_JOB_CODE = _code(run_job)
 _WORK_ITEM_RUN_CODE = _code(concurrent.futures.thread._WorkItem.run)
 # Plumbing every thread or pool job has, hidden from reports as Go hides its
@@ -188,14 +213,48 @@ def task_frames(task: asyncio.Task[Any]) -> list[FrameType]:
     return frames
 
 
-def _waiter_text(task: asyncio.Task[Any]) -> str | None:
+def _holder_of(waiter: object, frame: FrameType) -> str | None:
+    """Where the awaiting frame keeps the future it waits on: an attribute of its ``self``
+    (``RequestHandler._waiter``) or a local variable. Read without running any code: the
+    instance dict and slots only."""
+    local_name = None
+    for name, value in frame.f_locals.items():
+        if value is waiter:
+            local_name = name
+            if name != "self":
+                break
+    owner = frame.f_locals.get("self")
+    if owner is not None:
+        attributes = getattr(owner, "__dict__", None)
+        if isinstance(attributes, dict):
+            for name, value in attributes.items():
+                if value is waiter:
+                    return f"{type(owner).__qualname__}.{name}"
+        for klass in type(owner).__mro__:
+            for name in getattr(klass, "__slots__", ()):
+                slot = klass.__dict__.get(name)
+                if isinstance(slot, types.MemberDescriptorType):
+                    try:
+                        value = slot.__get__(owner, klass)
+                    except AttributeError:  # an unset slot
+                        continue
+                    if value is waiter:
+                        return f"{type(owner).__qualname__}.{name}"
+    if local_name is not None:
+        return f"{local_name} in {frame.f_code.co_qualname}"
+    return None
+
+
+def _waiter_text(task: asyncio.Task[Any], frames: list[FrameType]) -> str | None:
     waiter = getattr(task, "_fut_waiter", None)
     if waiter is None:
         return None
     if isinstance(waiter, asyncio.Task):
         return f"asyncio.Task {waiter.get_name()!r}"
-    kind = type(waiter).__name__
-    return "asyncio.gather" if kind == "_GatheringFuture" else "Future"
+    if type(waiter).__name__ == "_GatheringFuture":
+        return "asyncio.gather"
+    holder = _holder_of(waiter, frames[-1]) if frames else None
+    return "Future" if holder is None else f"Future ({holder})"
 
 
 def task_state(task: asyncio.Task[Any]) -> str:
@@ -263,7 +322,7 @@ def _debug_origin(task: asyncio.Task[Any]) -> tuple[str | None, tuple[Frame, ...
 
 def inspect_task(task: asyncio.Task[Any], now: float) -> Leak:
     frames = task_frames(task)
-    blocked_on = describe_wait(frames) or _waiter_text(task)
+    blocked_on = describe_wait(frames) or _waiter_text(task, frames)
     state = task_state(task)
     # The future it waits on identifies one wait: a loop that wakes and parks
     # again at the same line starts a new one.
@@ -307,20 +366,64 @@ def thread_frames(frame: FrameType | None) -> list[FrameType]:
     return frames
 
 
+_wait_lines: dict[CodeType, frozenset[int]] = {}
+
+
+def _lines_calling(code: CodeType, names: frozenset[str]) -> frozenset[int]:
+    """The lines of ``code`` that load one of ``names`` (to call it), worked out once."""
+    lines = _wait_lines.get(code)
+    if lines is None:
+        lines = frozenset(
+            instruction.positions.lineno
+            for instruction in dis.get_instructions(code)
+            if instruction.argval in names
+            and instruction.opname.startswith("LOAD_")
+            and instruction.positions is not None
+            and instruction.positions.lineno is not None
+        )
+        _wait_lines[code] = lines
+    return lines
+
+
+def _pool_loop(frame: FrameType) -> frozenset[str] | None:
+    return POOL_LOOPS.get((_module_of(frame), frame.f_code.co_qualname))
+
+
+def pool_worker_index(frames: list[FrameType]) -> int | None:
+    """Where in ``frames`` (outermost first) a pool worker's loop is, if this is one."""
+    for index in range(len(frames) - 1, -1, -1):
+        if _pool_loop(frames[index]) is not None:
+            return index
+    return None
+
+
 def is_pool_worker(frames: list[FrameType]) -> bool:
-    return any(f.f_code is _WORKER_CODE for f in frames)
+    return pool_worker_index(frames) is not None
 
 
 def is_idle_worker(frames: list[FrameType]) -> bool:
-    """A pool worker between jobs: parked in ``_worker`` on its work queue."""
-    return bool(frames) and frames[-1].f_code is _WORKER_CODE
+    """A pool worker between jobs: its loop is waiting for the next one."""
+    index = pool_worker_index(frames)
+    if index is None:
+        return False
+    loop = frames[index]
+    names = _pool_loop(loop)
+    assert names is not None
+    return loop.f_lineno in _lines_calling(loop.f_code, names)
 
 
 def job_origin(frames: list[FrameType]) -> Origin | None:
+    """Whose job a pool worker runs: the origin ``ThreadPoolExecutor.submit`` recorded, or,
+    for pools that carry the submitter's context into the worker (anyio, trio), the scope
+    in that context."""
     for frame in frames:
         if frame.f_code is _RUN_JOB_CODE:
             origin = frame.f_locals.get("origin")
             return origin if isinstance(origin, Origin) else None
+    for frame in frames:
+        for value in frame.f_locals.values():
+            if isinstance(value, contextvars.Context) and current_scope in value:
+                return Origin(value[current_scope], None, 0)
     return None
 
 
@@ -332,12 +435,69 @@ def job_identity(frames: list[FrameType]) -> int | None:
     return None
 
 
+# Blocking functions written in C: a thread inside one shows only the frame that called it.
+# Known by identity, so `from time import sleep` is recognised as well as `time.sleep`.
+_C_BLOCKING: dict[int, str] = {
+    id(time.sleep): "time.sleep",
+    id(select.select): "select.select",
+    id(os.read): "os.read",
+    id(os.waitpid): "os.waitpid",
+}
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+_line_loads: dict[tuple[CodeType, int], list[list[dis.Instruction]]] = {}
+
+
+def _load_chains(code: CodeType, line: int) -> list[list[dis.Instruction]]:
+    """The name chains (``time.sleep``, ``lock.acquire``) loaded on ``line`` of ``code``."""
+    key = (code, line)
+    chains = _line_loads.get(key)
+    if chains is None:
+        chains = []
+        for instruction in dis.get_instructions(code):
+            if instruction.positions is None or instruction.positions.lineno != line:
+                continue
+            if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_FAST", "LOAD_DEREF"):
+                chains.append([instruction])
+            elif instruction.opname in ("LOAD_ATTR", "LOAD_METHOD") and chains:
+                chains[-1].append(instruction)
+        _line_loads[key] = chains
+    return chains
+
+
+def _c_call(frame: FrameType) -> str | None:
+    """The known blocking C function ``frame`` is calling, if any: from the names its
+    current line loads, resolved through modules and lock objects only (no user code runs)."""
+    for chain in reversed(_load_chains(frame.f_code, frame.f_lineno or 0)):
+        first = chain[0]
+        scope = frame.f_globals if first.opname in ("LOAD_GLOBAL", "LOAD_NAME") else frame.f_locals
+        value = scope.get(str(first.argval))
+        if value is None and first.opname == "LOAD_GLOBAL":
+            value = frame.f_builtins.get(str(first.argval))
+        for link in chain[1:]:
+            if not isinstance(value, types.ModuleType):
+                if isinstance(value, _LOCK_TYPES) and link.argval == "acquire":
+                    return "threading.Lock.acquire"
+                break
+            value = value.__dict__.get(str(link.argval))
+        if value is not None and id(value) in _C_BLOCKING:
+            return _C_BLOCKING[id(value)]
+    return None
+
+
 def inspect_thread(thread: threading.Thread, top: FrameType | None, now: float) -> Leak:
     frames = thread_frames(top)
     blocked_on = describe_wait(frames)
+    if blocked_on is None and frames:
+        try:
+            blocked_on = _c_call(frames[-1])
+        except Exception:  # a frame torn down while we read it
+            blocked_on = None
     spot = (id(frames[-1]), frames[-1].f_lineno) if frames else None
     ident = thread.ident or 0
-    origin = job_origin(frames) if is_pool_worker(frames) else origin_of(thread)
+    origin = job_origin(frames) if is_pool_worker(frames) else None
+    if origin is None or origin.code is None:
+        # Where the thread (or the pool's worker) was started.
+        origin = origin_of(thread)
     created_at, created_frames = origin_text(origin)
     return Leak(
         kind="thread",

@@ -9,8 +9,18 @@ measures the cost.
 Threads get the same record from a wrapper around ``threading.Thread.start``;
 jobs submitted to a ``ThreadPoolExecutor`` (``run_in_executor``,
 ``asyncio.to_thread``) are wrapped so a worker's stack shows which scope the
-job it runs belongs to. Both patches are installed once per process, the
-first time tracking is asked for, and can be removed with ``untrack_threads``.
+job it runs belongs to.
+
+Tracking is on while someone uses it, and only then: each open scope holds it
+(``hold``/``release``), and when the last one closes the thread patches and every
+task factory installed here are removed again. An explicit ``track()`` keeps it on
+for good (a process that wants creation sites in its dumps), until ``untrack()`` /
+``untrack_threads()``.
+
+The code under test sees what it would see without us: a loop's eager task factory
+stays an eager task factory (one built by ``asyncio.create_eager_task_factory``, so code
+that recognises it by its code object, as anyio does, still does), and the detector
+never holds a finished task (see ``KeepAlive``).
 """
 
 from __future__ import annotations
@@ -23,31 +33,64 @@ import importlib.util
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
-from types import CodeType, FrameType, FunctionType
+from types import CodeType, CoroutineType, FrameType, FunctionType, GeneratorType
 from typing import Any, NamedTuple
 
 ORIGIN_ATTR = "_tidegate_origin"
 
 
+class KeepAlive(list[object]):
+    """The coroutines of a scope's tasks: the one place the detector holds what keeps a task
+    alive. Whoever reasons about what references a task (a reachability proof) discounts
+    these lists: ``is_keepalive(referrer)``.
+
+    Why: asyncio keeps only weak references to tasks, so a forgotten task parked on a future
+    only it can reach is garbage the collector may destroy at any moment, coroutine and
+    stack first; the leak would vanish from the report, or lose its stack.
+
+    Why the coroutine and not the task: while the task waits, its coroutine's frame holds the
+    future, whose callbacks hold the task, so the task lives as long as the coroutine does.
+    The moment the task finishes its coroutine drops its frame, and with it every path to
+    the task: a finished task is never kept alive by the detector (weak references to it
+    die, ``gc.get_referrers`` does not find us, "Task exception was never retrieved" is
+    logged on time). What stays is the finished coroutine's empty shell, dropped whenever
+    the list doubles; a list subclass, so appending costs what a list append costs.
+    """
+
+    __slots__ = ()
+
+
+def is_keepalive(obj: object) -> bool:
+    """True if ``obj`` is one of the detector's own ``KeepAlive`` lists."""
+    return type(obj) is KeepAlive
+
+
+def _may_be_running(coro: object) -> bool:
+    # A native coroutine or generator clears its frame when it finishes. Anything else
+    # (a compiled coroutine) cannot tell us: keep it until the scope closes.
+    if isinstance(coro, CoroutineType):
+        return coro.cr_frame is not None
+    if isinstance(coro, GeneratorType):
+        return coro.gi_frame is not None
+    return True
+
+
 class Scope:
     """One entry into ``check()``; nested entries point to the one they are inside.
 
-    ``kept`` holds a strong reference to each task created in the scope until the scope has
-    looked at it. asyncio itself keeps only weak ones, so a forgotten task parked on a future
-    only it can reach is garbage the collector may destroy at any moment, coroutine and stack
-    first: the leak would vanish, or be reported without its stack. Done tasks are dropped
-    from ``kept`` whenever it doubles, so a scope that spawns a million short tasks holds
-    only the ones still running. When the scope closes, the tasks still pending pass to the
-    innermost enclosing scope that is still ``open``.
+    ``keepalive`` holds the coroutine of each task created in the scope (see ``KeepAlive``);
+    finished ones are dropped whenever it doubles. When the scope closes, the coroutines of
+    tasks still pending pass to the innermost enclosing scope that is still ``open``.
     """
 
-    __slots__ = ("keep_limit", "kept", "open", "parent")
+    __slots__ = ("__weakref__", "keep_limit", "keepalive", "open", "parent")
 
     def __init__(self, parent: Scope | None) -> None:
         self.parent = parent
         self.open = True
-        self.kept: list[Any] = []
+        self.keepalive = KeepAlive()
         self.keep_limit = _FIRST_KEEP_LIMIT
 
     def contains(self, other: Scope | None) -> bool:
@@ -58,18 +101,18 @@ class Scope:
         return False
 
     def compact(self) -> None:
-        self.kept = [task for task in self.kept if not task.done()]
-        self.keep_limit = max(_FIRST_KEEP_LIMIT, 2 * len(self.kept))
+        self.keepalive[:] = [coro for coro in self.keepalive if _may_be_running(coro)]
+        self.keep_limit = max(_FIRST_KEEP_LIMIT, 2 * len(self.keepalive))
 
     def close(self) -> None:
-        """The scope has looked: hand its still-pending tasks to the innermost open parent."""
+        """The scope has looked: hand what may still run to the innermost open parent."""
         self.open = False
         parent = self.parent
         while parent is not None and not parent.open:
             parent = parent.parent
         if parent is not None:
-            parent.kept.extend(task for task in self.kept if not task.done())
-        self.kept = []
+            parent.keepalive.extend(coro for coro in self.keepalive if _may_be_running(coro))
+        self.keepalive = KeepAlive()
 
 
 _FIRST_KEEP_LIMIT = 256
@@ -170,24 +213,31 @@ def origin_of(obj: object) -> Origin | None:
 
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
+_EAGER_FACTORY_CODE: CodeType | None = getattr(
+    getattr(asyncio, "eager_task_factory", None), "__code__", None
+)
 
-def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None) -> TaskFactory:
-    """A task factory that stamps each task with its Origin, around any inner factory.
 
-    It runs for every task, so it is a closure with everything it touches bound
-    to locals, and it records a code object and a line, not a traceback.
-    """
+def _eager_constructor(factory: TaskFactory | None) -> Callable[..., Any] | None:
+    """The task constructor of a factory made by ``asyncio.create_eager_task_factory``."""
+    if factory is None or _EAGER_FACTORY_CODE is None:
+        return None
+    if getattr(factory, "__code__", None) is not _EAGER_FACTORY_CODE:
+        return None
+    closure = getattr(factory, "__closure__", None)
+    constructor: Callable[..., Any] | None = closure[0].cell_contents if closure else None
+    return constructor
+
+
+def _stamper(depth: int) -> Callable[[asyncio.Future[Any], object], None]:
+    """A function that stamps a task with its Origin and keeps its coroutine, for a caller
+    ``depth`` frames above the frame that called the stamper's caller."""
     get_frame = sys._getframe
     skip = SKIP_FILES
     handle_run, runner_run = _HANDLE_RUN, _RUNNER_RUN
     get_scope = current_scope.get
-    # Where to start looking for the creator: above asyncio's own Python
-    # loop.create_task when there is one. uvloop's is compiled and has no frame,
-    # though Cython gives it a __code__: only a plain function makes one.
-    method = getattr(loop.create_task, "__func__", None)
-    depth = 2 if isinstance(method, FunctionType) else 1
 
-    def stamp(task: asyncio.Future[Any]) -> None:
+    def stamp(task: asyncio.Future[Any], coro: object) -> None:
         frame: FrameType | None = get_frame(depth + 1)
         while (
             frame is not None
@@ -203,11 +253,46 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
             task._tidegate_origin = (scope, *creator_of(get_frame(depth + 1)))  # type: ignore[attr-defined]
         else:
             task._tidegate_origin = (scope, code, frame.f_lasti)  # type: ignore[attr-defined]
-        if scope is not None:
-            kept = scope.kept
-            kept.append(task)
-            if len(kept) > scope.keep_limit:
+        if scope is not None and not task.done():
+            keepalive = scope.keepalive
+            keepalive.append(coro)
+            if len(keepalive) > scope.keep_limit:
                 scope.compact()
+
+    return stamp
+
+
+def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None) -> TaskFactory:
+    """A task factory that stamps each task with its Origin, around any inner factory.
+
+    It runs for every task, so it is a closure with everything it touches bound
+    to locals, and it records a code object and a line, not a traceback.
+    """
+    eager_constructor = _eager_constructor(inner)
+    if eager_constructor is not None:
+        # Still an eager factory, over a constructor that stamps: code that recognises
+        # eager factories by their code and calls the constructor itself (anyio) stamps too.
+        stamp_constructed = _stamper(1)
+
+        def tracking_task(coro: Any, **options: Any) -> asyncio.Future[Any]:
+            task = eager_constructor(coro, **options)
+            stamp_constructed(task, coro)
+            return task  # type: ignore[no-any-return]
+
+        # Python 3.12+ (where eager factories exist): looked up, so 3.11's typing passes.
+        make_eager: Callable[[Callable[..., Any]], TaskFactory]
+        make_eager = asyncio.create_eager_task_factory  # type: ignore[attr-defined,unused-ignore]
+        return make_eager(tracking_task)
+
+    get_frame = sys._getframe
+    skip = SKIP_FILES
+    handle_run, runner_run = _HANDLE_RUN, _RUNNER_RUN
+    get_scope = current_scope.get
+    # Where to start looking for the creator: above asyncio's own Python
+    # loop.create_task when there is one. uvloop's is compiled and has no frame,
+    # though Cython gives it a __code__: only a plain function makes one.
+    method = getattr(loop.create_task, "__func__", None)
+    depth = 2 if isinstance(method, FunctionType) else 1
 
     if inner is None:
         new_task = asyncio.Task
@@ -217,7 +302,7 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
         def tracking_factory(
             loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
         ) -> asyncio.Future[Any]:
-            # stamp(), inlined: this is the path every task of a plain loop takes.
+            # _stamper's stamp(), inlined: this is the path every task of a plain loop takes.
             task = new_task(coro, loop=loop, **options)
             frame: FrameType | None = get_frame(depth)
             # Climb over plumbing, stopping at the loop's own dispatch (see creator_of).
@@ -236,52 +321,123 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
             else:
                 task._tidegate_origin = (scope, code, frame.f_lasti)  # type: ignore[attr-defined]
             if scope is not None:
-                kept = scope.kept
-                kept.append(task)
-                if len(kept) > scope.keep_limit:
+                keepalive = scope.keepalive
+                keepalive.append(coro)
+                if len(keepalive) > scope.keep_limit:
                     scope.compact()
             return task
 
-    else:
-        wrapped = inner
+        return tracking_factory
 
-        def tracking_factory(
-            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
-        ) -> asyncio.Future[Any]:
-            task = wrapped(loop, coro, **options)
-            stamp(task)
-            return task
+    wrapped = inner
+    stamp = _stamper(depth)
 
-    tracking_factory.inner = inner  # type: ignore[attr-defined]
-    return tracking_factory
+    def wrapping_factory(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
+    ) -> asyncio.Future[Any]:
+        task = wrapped(loop, coro, **options)
+        stamp(task, coro)
+        return task
+
+    # Code that looks at the loop's factory finds the one it installed through __wrapped__.
+    return functools.update_wrapper(wrapping_factory, inner)
+
+
+# --- which loops carry a tracking factory, and who wants tracking on ------------------------
+
+# loop -> (the factory installed here, the factory it replaced)
+_installed: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[TaskFactory, TaskFactory | None]
+] = weakref.WeakKeyDictionary()
+_pinned_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+_holders = 0  # open scopes
+_threads_pinned = False
+_lock = threading.Lock()
 
 
 def is_tracked(loop: asyncio.AbstractEventLoop) -> bool:
-    return getattr(loop.get_task_factory(), "__name__", None) == "tracking_factory"
+    entry = _installed.get(loop)
+    return entry is not None and loop.get_task_factory() is entry[0]
+
+
+def _install(loop: asyncio.AbstractEventLoop) -> None:
+    if not is_tracked(loop):
+        inner = loop.get_task_factory()
+        factory = _tracking_factory(loop, inner)
+        loop.set_task_factory(factory)
+        _installed[loop] = (factory, inner)
+
+
+def _uninstall(loop: asyncio.AbstractEventLoop) -> None:
+    entry = _installed.pop(loop, None)
+    # Restored only if it is still ours: code that installed another since keeps it.
+    if entry is not None and not loop.is_closed() and loop.get_task_factory() is entry[0]:
+        loop.set_task_factory(entry[1])
 
 
 def track(loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Record creation sites and scopes for tasks of ``loop`` (default: the running one)
-    and for threads and executor jobs of the whole process. Idempotent."""
-    track_threads()
+    and for threads and executor jobs of the whole process, until ``untrack()`` and
+    ``untrack_threads()``. Idempotent."""
+    global _threads_pinned
     if loop is None:
         loop = asyncio.get_running_loop()
-    if not is_tracked(loop):
-        loop.set_task_factory(_tracking_factory(loop, loop.get_task_factory()))
+    with _lock:
+        _threads_pinned = True
+        _patch_threads()
+        _install(loop)
+        _pinned_loops.add(loop)
 
 
 def untrack(loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """Remove the task factory ``track`` installed, restoring the one it wrapped."""
+    """Remove the task factory tracking installed on ``loop``, restoring the one it wrapped."""
     if loop is None:
         loop = asyncio.get_running_loop()
-    factory = loop.get_task_factory()
-    if is_tracked(loop):
-        loop.set_task_factory(factory.inner)  # type: ignore[union-attr]
+    with _lock:
+        _pinned_loops.discard(loop)
+        _uninstall(loop)
+
+
+def hold(loop: asyncio.AbstractEventLoop | None) -> None:
+    """An open scope wants tracking: threads, and ``loop``'s tasks if given."""
+    global _holders
+    with _lock:
+        _holders += 1
+        _patch_threads()
+        if loop is not None:
+            _install(loop)
+
+
+def hold_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Track ``loop``'s tasks too, for as long as tracking is held."""
+    with _lock:
+        if _holders or _threads_pinned or loop in _pinned_loops:
+            _install(loop)
+
+
+def release() -> None:
+    """An open scope closed; the last one to close takes tracking off again, except what
+    ``track()`` asked for."""
+    global _holders
+    with _lock:
+        _holders -= 1
+        if _holders > 0:
+            return
+        _holders = 0
+        for loop in list(_installed):
+            if loop not in _pinned_loops:
+                _uninstall(loop)
+        if not _threads_pinned:
+            _unpatch_threads()
+
+
+def holders() -> int:
+    """How many open scopes hold tracking (for tests of the detector itself)."""
+    return _holders
 
 
 _original_start = threading.Thread.start
 _original_submit = concurrent.futures.ThreadPoolExecutor.submit
-_threads_tracked = False
 
 
 def _tracking_start(self: threading.Thread) -> None:
@@ -305,16 +461,33 @@ def _tracking_submit(
     return _original_submit(self, job, *args, **kwargs)
 
 
+def threads_patched() -> bool:
+    return threading.Thread.start is _tracking_start
+
+
+def _patch_threads() -> None:
+    threading.Thread.start = _tracking_start  # type: ignore[method-assign]
+    concurrent.futures.ThreadPoolExecutor.submit = _tracking_submit  # type: ignore[method-assign,assignment]
+
+
+def _unpatch_threads() -> None:
+    threading.Thread.start = _original_start  # type: ignore[method-assign]
+    concurrent.futures.ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+
+
 def track_threads() -> None:
-    global _threads_tracked
-    if not _threads_tracked:
-        threading.Thread.start = _tracking_start  # type: ignore[method-assign]
-        concurrent.futures.ThreadPoolExecutor.submit = _tracking_submit  # type: ignore[method-assign,assignment]
-        _threads_tracked = True
+    """Record creation sites and scopes of threads and executor jobs until
+    ``untrack_threads()``."""
+    global _threads_pinned
+    with _lock:
+        _threads_pinned = True
+        _patch_threads()
 
 
 def untrack_threads() -> None:
-    global _threads_tracked
-    threading.Thread.start = _original_start  # type: ignore[method-assign]
-    concurrent.futures.ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
-    _threads_tracked = False
+    """Remove the thread patches (unless an open scope still holds them)."""
+    global _threads_pinned
+    with _lock:
+        _threads_pinned = False
+        if not _holders:
+            _unpatch_threads()

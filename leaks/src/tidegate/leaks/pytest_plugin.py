@@ -1,62 +1,83 @@
-"""pytest plugin: every test (with ``--leaks`` or ini ``leaks = true``) runs in a ``check()``.
+"""pytest plugin: with ``--leaks`` (or ini ``leaks = true``) each test is checked for the
+tasks and threads it leaves running.
 
-The check runs inside the test function itself, wrapped around it at call
-time: for an async test that is inside the test's own task, before the async
-runner (pytest-asyncio, anyio) tears its loop down and silently cancels
-leftovers. A default-executor thread found leaked is detached from its loop,
-so the runner's teardown does not wait for it forever.
+One check per test, judged once the test's own teardown is over: what the body and the
+function-scoped fixtures started gets ``leaks_timeout`` seconds to end after those fixtures
+and the test's ``tearDown``/``asyncTearDown`` have run, and whatever is still running then
+fails the test's teardown with the report, which says whether the body or a fixture started
+each one. Module- and session-scoped fixtures outlive the test: what they start is not its.
 
-Fixtures are checked too. Each test's setup opens an outer scope, so tasks and
-threads its fixtures start belong to it: when the test's own pytest-asyncio
-runner (a function-scoped loop) is about to close, after every fixture has torn
-down, that scope's tasks get the timeout to end, and its threads get it at the
-end of teardown. What is left fails the test's teardown with the report.
+Tasks are judged on their own loop just before it closes (an async runner closing its loop
+would cancel leftovers silently): when the runner that owns it (pytest-asyncio's, anyio's,
+``IsolatedAsyncioTestCase``'s, ``asyncio.Runner``) closes it, when a loop fixture (aiohttp's
+``loop``) is torn down, or, for a loop that outlives the test, at the end of its teardown.
+Threads are judged at the end of teardown.
 
-Markers: ``@pytest.mark.leaks(timeout=..., ignore=[...])`` checks a test (with
-its own options) even when the check is off; ``@pytest.mark.no_leak_check``
-opts a test out.
+The body itself is only marked, never awaited into: the check changes nothing the code under
+test sees, and under trio (pytest-trio, anyio's trio backend) only threads are checked.
+A body that fails reports what it left running as a note on its failure; the verdict still
+comes after teardown.
+
+Options: ``leaks_timeout``, ``leaks_ignore`` (rules, one a line: ``top:NAME``, ``any:NAME``,
+``created_by:NAME``, ``name:REGEX``), ``leaks_action = fail|warn``, and the
+``pytest_leaks_ignore(item)`` hook for rules a conftest.py computes. Markers:
+``@pytest.mark.leaks(timeout=..., ignore=[...])`` checks a test (with its own options) even
+when the check is off; ``@pytest.mark.no_leak_check`` opts a test out.
+
+Under pytest-xdist the workers' findings travel to the controller with the test reports, so
+the session summary lists them as in a single process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.events
 import functools
 import inspect
+import sys
 import threading
-from collections.abc import Callable, Generator
+import unittest
+import warnings
+from collections.abc import Callable, Generator, Iterable
+from contextvars import Context, Token
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import pytest
 
-from ._detector import LeakError, _Entry, check, find
+from ._detector import LeakError, LeakWarning, _Entry, find, note_still_running
+from ._filters import Ignore, parse_ignore
+from ._inspect import is_pool_worker, job_origin, thread_frames
 from ._records import Leak
 from ._report import format_leak
-from ._tracking import current_scope, track
+from ._tracking import Scope, current_scope, hold_loop, origin_of
 
-# Per session: which test leaked what, and what was still running at its end.
-_BY_TEST = pytest.StashKey[list[tuple[str, list[Leak]]]]()
+# Per session: the summary lines (node id, text), and what was still running at its end.
+_SUMMARY = pytest.StashKey[list[tuple[str, str]]]()
 _SESSION_THREADS = pytest.StashKey[set[threading.Thread]]()
-_LEFTOVERS = pytest.StashKey[list[Leak]]()
-# Per test: the scope its function-scoped fixtures run in, with the test's options; kept on
-# the config while the test runs, since a wider fixture's request names no test.
-_FIXTURE_SCOPE = pytest.StashKey["_FixtureScope"]()
+_LEFTOVERS = pytest.StashKey[list[str]]()
+# Per test: its check, and its line in the summary.
+_CHECK = pytest.StashKey["_TestCheck"]()
+_SUMMARY_LINE = pytest.StashKey[str]()
+# On the config: the test whose fixtures are being set up and torn down.
+_SETTING_UP = pytest.StashKey["_TestCheck"]()
+# The report property that carries a test's summary line (through xdist too).
+_PROPERTY = "tidegate_leaks"
 
 
-class _FixtureScope:
-    """What a test's function-scoped fixtures start belongs to this scope. Only what was
-    started directly in it is checked here: the body runs in a check of its own, nested
-    inside, which reports (or, when the body fails, deliberately does not) what it started."""
+class LeakHooks:
+    """Hooks the plugin adds; implement them in a conftest.py."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.entry = _Entry(nested=False)
-        self.options = options
+    @pytest.hookspec
+    def pytest_leaks_ignore(self, item: pytest.Item) -> Iterable[Ignore] | None:
+        """Ignore rules for ``item``'s check, added to the ini's and the marker's (each
+        conftest.py implementing it contributes, for the tests below it)."""
+        return None
 
-    def fail(self, item: pytest.Item, found: list[Leak], waited: float) -> None:
-        item.config.stash[_BY_TEST].append((item.nodeid, found))
-        _detach_stuck_executor(found)
-        error = LeakError(found, waited=waited)
-        error.add_note(f"started during setup or teardown of {item.nodeid} (by a fixture)")
-        raise error
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(LeakHooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,7 +92,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "leaks", "check every test for leaked tasks and threads", type="bool", default=False
     )
     parser.addini(
-        "leaks_timeout", "seconds a test's tasks and threads get to finish", default="1.0"
+        "leaks_timeout",
+        "seconds a test's tasks and threads get to finish after its teardown",
+        default="1.0",
+    )
+    parser.addini(
+        "leaks_ignore",
+        "leak ignore rules, one a line: top:NAME, any:NAME, created_by:NAME, name:REGEX",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "leaks_action", "what a leak does to its test: fail (default) or warn", default="fail"
     )
 
 
@@ -80,35 +112,113 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "leaks(timeout=1.0, ignore=()): check this test for leaked tasks and threads"
     )
     config.addinivalue_line("markers", "no_leak_check: do not check this test for leaks")
-    config.stash[_BY_TEST] = []
+    global _config
+    _config = config
+    config.stash[_SUMMARY] = []
     config.stash[_SESSION_THREADS] = set(threading.enumerate())
+    if _action(config) not in ("fail", "warn"):
+        raise pytest.UsageError(f"leaks_action must be fail or warn, not {_action(config)!r}")
+    try:
+        _ini_rules(config)
+    except ValueError as error:
+        raise pytest.UsageError(f"leaks_ignore: {error}") from None
 
 
 def _enabled(config: pytest.Config) -> bool:
     return bool(config.getoption("leaks") or config.getini("leaks"))
 
 
-def _options(item: pytest.Item) -> dict[str, Any] | None:
+def _action(config: pytest.Config) -> str:
+    return str(config.getini("leaks_action")).strip().lower()
+
+
+def _ini_rules(config: pytest.Config) -> list[Ignore]:
+    return [parse_ignore(line) for line in config.getini("leaks_ignore") if line.strip()]
+
+
+@dataclass(frozen=True)
+class _Options:
+    timeout: float
+    ignore: tuple[Ignore, ...]
+    action: str
+
+
+def _options(item: pytest.Item) -> _Options | None:
     if item.get_closest_marker("no_leak_check") is not None:
         return None
     marker = item.get_closest_marker("leaks")
     if marker is None and not _enabled(item.config):
         return None
-    options: dict[str, Any] = {"timeout": float(item.config.getini("leaks_timeout"))}
+    timeout = float(item.config.getini("leaks_timeout"))
+    rules = _ini_rules(item.config)
+    for extra in item.ihook.pytest_leaks_ignore(item=item):
+        rules.extend(extra or ())
     if marker is not None:
-        options.update(marker.kwargs)
-    return options
+        timeout = float(marker.kwargs.get("timeout", timeout))
+        rules.extend(marker.kwargs.get("ignore", ()))
+    return _Options(timeout, (*_RUNNER_TASKS, *rules), _action(item.config))
 
 
-def _detach_stuck_executor(leaks: list[Leak]) -> None:
-    # A leaked job in the loop's default executor would make the runner's
-    # teardown (loop.shutdown_default_executor) wait for it forever. Give the
-    # loop a fresh executor instead; the old one is shut down without waiting.
+def _is_runner_task(leak: Leak) -> bool:
+    return bool(leak.frames) and (leak.frames[0].module, leak.frames[0].function) in _RUNNERS
+
+
+# Default filter: the task an async test runner keeps for its whole life to run the test and
+# its fixtures in, and leaves for its loop's close to cancel. anyio's TestRunner is one.
+_RUNNERS = frozenset({("anyio._backends._asyncio", "TestRunner._run_tests_and_fixtures")})
+_RUNNER_TASKS = (Ignore("an async test runner's own task", _is_runner_task),)
+
+
+# --- the loops a test runs on, and the moment each closes --------------------------------
+
+# The tests being checked now, innermost last: one per session, plus any session a test runs
+# in-process (pytester). The runner hooks below find the test here: a runner does not know
+# which test it serves.
+_active: list[_TestCheck] = []
+_original_get_loop = asyncio.Runner.get_loop
+_original_close = asyncio.Runner.close
+
+
+def _get_loop(self: asyncio.Runner) -> asyncio.AbstractEventLoop:
+    loop = _original_get_loop(self)
+    # Only a runner met outside the test's body is the test's (anyio's, made for a fixture or
+    # for the call): one the body starts itself (asyncio.run, a nested session) runs code
+    # under test, and closing its loop is that code's business.
+    if _active and current_scope.get() is _active[-1].entry.scope:
+        _active[-1].add_loop(loop)
+    return loop
+
+
+def _close(self: asyncio.Runner) -> None:
+    loop = getattr(self, "_loop", None)
+    if _active and loop is not None:
+        _active[-1].before_close(loop)
+    _original_close(self)
+
+
+def _push(check: _TestCheck) -> None:
+    # Every async runner there is builds on asyncio.Runner: pytest-asyncio's loop fixtures,
+    # anyio's test runner, IsolatedAsyncioTestCase, asyncio.run. A test's loop is met through
+    # get_loop (tracked from then on) and judged just before close() cancels what is left.
+    # Patched while a test is checked, and only then.
+    if not _active:
+        asyncio.Runner.get_loop = _get_loop  # type: ignore[method-assign]
+        asyncio.Runner.close = _close  # type: ignore[method-assign]
+    _active.append(check)
+
+
+def _pop(check: _TestCheck) -> None:
+    _active.remove(check)
+    if not _active:
+        asyncio.Runner.get_loop = _original_get_loop  # type: ignore[method-assign]
+        asyncio.Runner.close = _original_close  # type: ignore[method-assign]
+
+
+def _detach_stuck_executor(loop: asyncio.AbstractEventLoop, leaks: list[Leak]) -> None:
+    # A leaked job in the loop's default executor would make the runner's close
+    # (loop.shutdown_default_executor) wait for it forever. Give the loop a fresh executor
+    # instead; the old one is shut down without waiting.
     if not any(leak.kind == "thread" and leak.name.startswith("asyncio_") for leak in leaks):
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
         return
     executor = getattr(loop, "_default_executor", None)
     if executor is not None:
@@ -116,40 +226,141 @@ def _detach_stuck_executor(leaks: list[Leak]) -> None:
         executor.shutdown(wait=False)
 
 
-def _wrap(
-    func: Callable[..., Any], options: dict[str, Any], leaked: list[Leak]
-) -> Callable[..., Any]:
-    if inspect.iscoroutinefunction(func):
+class _TestCheck:
+    """One test's check: a scope for the test (its function-scoped fixtures start in it), the
+    body's scope nested inside, the loops the test ran on, and what was found on each."""
 
-        @functools.wraps(func)
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            try:
-                async with check(**options):
-                    return await func(*args, **kwargs)
-            except LeakError as error:
-                leaked.extend(error.leaks)
-                _detach_stuck_executor(error.leaks)
-                raise
+    def __init__(self, item: pytest.Item, options: _Options) -> None:
+        self.item = item
+        self.options = options
+        # Set in the main context: sync fixtures and hooks run there, and pytest-asyncio
+        # copies it into the tasks of async fixtures.
+        self.entry = _Entry()
+        self.body = Scope(self.entry.scope)
+        self.loops: dict[asyncio.AbstractEventLoop, bool] = {}  # loop -> judged yet
+        self.found: list[Leak] = []
+        self.by_body: dict[int, bool] = {}  # id(leak) -> started by the body
+        self.waited = 0.0
+        self.errors: list[BaseException] = []
 
-        return run_async
+    # -- loops ------------------------------------------------------------------------------
 
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def add_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop not in self.loops and not loop.is_closed():
+            self.loops[loop] = False
+            hold_loop(loop)
+
+    def before_close(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Judge the test's tasks on ``loop`` now, while it can still run them."""
+        if self.loops.get(loop, True):
+            return  # not a loop of this test, or judged already
+        self.loops[loop] = True
         try:
-            with check(**options):
-                return func(*args, **kwargs)
-        except LeakError as error:
-            leaked.extend(error.leaks)
-            raise
+            self._judge_tasks(loop)
+        except BaseException as error:  # never break the runner's close
+            self.errors.append(error)
 
-    return run
+    def _judge_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        rules, timeout = self.options.ignore, self.options.timeout
+        entry = self.entry
+        entry.loop = loop
+        if loop.is_closed():
+            return
+        if loop.is_running():  # not ours to run: one look
+            found, waited = entry.scan(rules, tasks=True, threads=False), 0.0
+        else:
+
+            async def wait() -> tuple[list[Leak], float]:
+                entry.owner = asyncio.current_task()  # the waiting task is not a leak
+                return await entry.wait_async(rules, timeout, tasks=True, threads=False)
+
+            found, waited = loop.run_until_complete(wait())
+            # A job stuck in the default executor would hang the close that follows; the
+            # thread itself is judged at the end of teardown.
+            _detach_stuck_executor(loop, entry.scan(rules, tasks=False, threads=True))
+        entry.owner = None
+        self._add(found, waited)
+
+    def _add(self, found: list[Leak], waited: float) -> None:
+        # Who started each one is read now: a task the runner cancels next is gone by the
+        # time the report is written.
+        self.found.extend(found)
+        self.by_body.update((id(leak), self.started_by_body(leak)) for leak in found)
+        self.waited = max(self.waited, waited)
+
+    # -- the body ---------------------------------------------------------------------------
+
+    def body_scan(self) -> list[Leak]:
+        """What the body started that is still running, at a glance (no waiting)."""
+        entry = self.entry
+        entry.loop = asyncio.events._get_running_loop()
+        found = entry.scan(self.options.ignore, tasks=entry.loop is not None, threads=True)
+        return [leak for leak in found if self.started_by_body(leak)]
+
+    def started_by_body(self, leak: Leak) -> bool:
+        target = leak.target()
+        origin = None
+        if isinstance(target, threading.Thread) and target.ident is not None:
+            frames = thread_frames(_current_frame(target))
+            if is_pool_worker(frames):
+                origin = job_origin(frames)
+        if origin is None:
+            origin = origin_of(target)
+        return origin is not None and self.body.contains(origin.scope)
+
+    # -- the verdict ------------------------------------------------------------------------
+
+    def finish(self) -> tuple[list[Leak], str | None]:
+        """Judge what is left; returns the leaks and the session summary line."""
+        try:
+            for loop, judged in list(self.loops.items()):
+                if not judged:
+                    self.before_close(loop)
+            found, waited = self.entry.wait(
+                self.options.ignore, self.options.timeout, tasks=False, threads=True
+            )
+            self._add(found, waited)
+        finally:
+            self.entry.leave()
+            self.body.close()
+            self.entry.close()
+        if self.errors:
+            raise self.errors[0]
+        if not self.found:
+            return [], None
+        names = ", ".join(
+            f"{leak.kind} {leak.name} [{leak.blocked_on or leak.state}]" for leak in self.found
+        )
+        return self.found, names
+
+    def error(self) -> LeakError:
+        error = LeakError(self.found, waited=self.waited)
+        by_body = [leak for leak in self.found if self.by_body[id(leak)]]
+        by_fixtures = [leak for leak in self.found if not self.by_body[id(leak)]]
+        lines = [f"leaked by {self.item.nodeid}, judged after its teardown:"]
+        for who, leaks in (("the test body", by_body), ("a fixture", by_fixtures)):
+            if leaks:
+                listed = ", ".join(f"{leak.kind} {leak.name}" for leak in leaks)
+                lines.append(f"  started by {who}: {listed}")
+        error.add_note("\n".join(lines))
+        return error
+
+
+def _current_frame(thread: threading.Thread) -> FrameType | None:
+    return sys._current_frames().get(thread.ident or 0)
+
+
+# --- hooks -----------------------------------------------------------------------------------
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     options = _options(item)
-    if options is not None and isinstance(item, pytest.Function):
-        item.config.stash[_FIXTURE_SCOPE] = _FixtureScope(options)
+    if options is not None:
+        check = _TestCheck(item, options)
+        item.stash[_CHECK] = check
+        item.config.stash[_SETTING_UP] = check
+        _push(check)
     return (yield)
 
 
@@ -157,92 +368,168 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> Generator[None, Any, Any]:
-    fixture_scope = request.config.stash.get(_FIXTURE_SCOPE, None)
-    if fixture_scope is not None and fixturedef.scope != "function":
+    # The test being set up: a wider fixture's request names no test.
+    check = request.config.stash.get(_SETTING_UP, None)
+    if check is not None and fixturedef.scope != "function":
         # A module- or session-wide fixture outlives the test whose setup happens to create
         # it: what it starts is not that test's.
-        token = current_scope.set(fixture_scope.entry.scope.parent)
+        token = current_scope.set(check.entry.scope.parent)
         try:
-            runner = yield
+            value = yield
         finally:
             current_scope.reset(token)
-    else:
-        runner = yield
-    # pytest-asyncio's loop comes as a fixture holding an asyncio.Runner. Track its loop so
-    # fixture tasks carry the test's scope, and look at them before the runner closes it
-    # (its finalizer is registered already, so this one runs first).
-    if isinstance(runner, asyncio.Runner) and fixture_scope is not None:
-        track(runner.get_loop())
-        if fixturedef.scope == "function":
-            fixturedef.addfinalizer(
-                functools.partial(_check_fixture_tasks, request.node, fixture_scope, runner)
-            )
-    return runner
+        return value
+    value = yield
+    if check is not None:
+        if isinstance(value, asyncio.Runner):  # pytest-asyncio's loop fixture
+            check.add_loop(value.get_loop())
+        elif isinstance(value, asyncio.AbstractEventLoop):  # aiohttp's `loop`, and the like
+            check.add_loop(value)
+            # Its finalizer is registered already, so this one runs first: the tasks are
+            # judged after every fixture that uses the loop is gone, before it closes.
+            fixturedef.addfinalizer(functools.partial(check.before_close, value))
+    return value
 
 
-def _check_fixture_tasks(
-    item: pytest.Item, fixture_scope: _FixtureScope, runner: asyncio.Runner
-) -> None:
-    entry, options = fixture_scope.entry, fixture_scope.options
-    entry.loop = runner.get_loop()
-    if entry.loop.is_closed():  # the test closed it; pytest-asyncio only warns about that
-        return
-    rules = tuple(options.get("ignore", ()))
+def _mark_body(func: Callable[..., Any], check: _TestCheck) -> Callable[..., Any]:
+    """``func`` running in the body's scope. Nothing is awaited: under trio as under asyncio
+    the body runs exactly as it would without the check."""
+    if inspect.iscoroutinefunction(func):
 
-    async def wait() -> tuple[list[Leak], float]:
-        entry.owner = asyncio.current_task()  # the waiting task is not one of the leaks
-        found = await entry.wait_async(rules, options["timeout"], tasks=True, threads=False)
-        # A fixture's job stuck in the default executor would hang the runner's close; the
-        # thread itself is reported at the end of teardown.
-        _detach_stuck_executor(entry.scan(rules, tasks=False, threads=True))
-        return found
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            loop = asyncio.events._get_running_loop()  # None under trio
+            if loop is not None:
+                check.add_loop(loop)
+            token = current_scope.set(check.body)
+            try:
+                return await func(*args, **kwargs)
+            except Exception as error:
+                note_still_running(error, check.body_scan())
+                raise
+            finally:
+                current_scope.reset(token)
 
-    found, waited = runner.run(wait())
-    if found:
-        fixture_scope.fail(item, found, waited)
+        return run_async
 
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        token = current_scope.set(check.body)
+        try:
+            return func(*args, **kwargs)
+        except Exception as error:
+            note_still_running(error, check.body_scan())
+            raise
+        finally:
+            current_scope.reset(token)
 
-@pytest.hookimpl(wrapper=True, trylast=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
-    try:
-        return (yield)
-    finally:
-        fixture_scope = item.config.stash.get(_FIXTURE_SCOPE, None)
-        if fixture_scope is not None:
-            del item.config.stash[_FIXTURE_SCOPE]
-            _check_fixture_threads(item, fixture_scope)
-
-
-def _check_fixture_threads(item: pytest.Item, fixture_scope: _FixtureScope) -> None:
-    entry, options = fixture_scope.entry, fixture_scope.options
-    current_scope.reset(entry.token)
-    try:
-        rules = tuple(options.get("ignore", ()))
-        found, waited = entry.wait(rules, options["timeout"], tasks=False, threads=True)
-        if found:
-            fixture_scope.fail(item, found, waited)
-    finally:
-        entry.scope.close()
+    return run
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    options = _options(item)
-    if options is None or not isinstance(item, pytest.Function):
-        yield
-        return
-    leaked: list[Leak] = []
+    check = item.stash.get(_CHECK, None)
+    if check is None:
+        return (yield)
+    testcase = getattr(item, "_testcase", None)
+    if isinstance(testcase, unittest.TestCase):
+        return (yield from _call_unittest(testcase, check))
+    if not isinstance(item, pytest.Function):
+        return (yield)
     # Hypothesis keeps the real test body one level down.
     hypothesis = getattr(item.obj, "hypothesis", None)
     holder, attr = (hypothesis, "inner_test") if hypothesis is not None else (item, "obj")
     original = getattr(holder, attr)
-    setattr(holder, attr, _wrap(original, options, leaked))
+    setattr(holder, attr, _mark_body(original, check))
     try:
-        yield
+        return (yield)
     finally:
         setattr(holder, attr, original)
-        if leaked:
-            item.config.stash[_BY_TEST].append((item.nodeid, leaked))
+
+
+def _call_unittest(testcase: unittest.TestCase, check: _TestCheck) -> Generator[None, None, None]:
+    """A unittest case runs setUp, the test and tearDown inside the call: all of it is the
+    body. IsolatedAsyncioTestCase runs its coroutines in a context of its own, copied when
+    the case was made: the body's scope is set there too, and the loop of its runner is the
+    test's loop."""
+    token = current_scope.set(check.body)
+    context: Context | None = getattr(testcase, "_asyncioTestContext", None)
+    inner: Token[Scope | None] | None = None
+    if isinstance(context, Context):
+        inner = context.run(current_scope.set, check.body)
+    setup_runner = getattr(testcase, "_setupAsyncioRunner", None)
+    if setup_runner is not None:
+
+        def setup_and_track() -> None:
+            setup_runner()
+            runner = getattr(testcase, "_asyncioRunner", None)
+            if isinstance(runner, asyncio.Runner):
+                check.add_loop(_original_get_loop(runner))
+
+        testcase._setupAsyncioRunner = setup_and_track  # type: ignore[attr-defined]
+    try:
+        return (yield)
+    finally:
+        if setup_runner is not None:
+            del testcase._setupAsyncioRunner  # type: ignore[attr-defined]
+        if inner is not None and isinstance(context, Context):
+            context.run(current_scope.reset, inner)
+        current_scope.reset(token)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    __tracebackhide__ = True
+    try:
+        return (yield)
+    finally:
+        check = item.stash.get(_CHECK, None)
+        if check is not None:
+            del item.stash[_CHECK]
+            if _SETTING_UP in item.config.stash:
+                del item.config.stash[_SETTING_UP]
+            try:
+                found, summary = check.finish()
+            finally:
+                _pop(check)
+            if found:
+                item.stash[_SUMMARY_LINE] = summary or ""
+                _report(check)
+
+
+def _report(check: _TestCheck) -> None:
+    __tracebackhide__ = True
+    error = check.error()
+    if check.options.action == "warn":
+        warnings.warn(LeakWarning(str(error)), stacklevel=2)
+        return
+    raise error
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if call.when == "teardown" and _SUMMARY_LINE in item.stash:
+        report.user_properties.append((_PROPERTY, item.stash[_SUMMARY_LINE]))
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Runs in the controller for xdist workers' reports too.
+    for name, value in report.user_properties:
+        if name == _PROPERTY:
+            _summary_of(report).append((report.nodeid, str(value)))
+
+
+# The session's config, for the hooks whose arguments do not include it.
+_config: pytest.Config | None = None
+
+
+def _summary_of(report: pytest.TestReport) -> list[tuple[str, str]]:
+    assert _config is not None
+    return _config.stash[_SUMMARY]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -252,24 +539,37 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _enabled(config):
         return
     before = config.stash.get(_SESSION_THREADS, set())
-    leftovers = [leak for leak in find(tasks=False) if leak.target() not in before]
-    config.stash[_LEFTOVERS] = leftovers
-    if leftovers and session.exitstatus == 0:
+    found = [
+        format_leak(leak)
+        for leak in find(tasks=False, ignore=_ini_rules(config))
+        if leak.target() not in before
+    ]
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller sums up
+        config.workeroutput[_PROPERTY] = found  # type: ignore[attr-defined]
+        return
+    config.stash.setdefault(_LEFTOVERS, []).extend(found)
+    leftovers = config.stash[_LEFTOVERS]
+    if leftovers and session.exitstatus == 0 and _action(config) == "fail":
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist: a worker is done; keep what it found still running at its end."""
+    output = getattr(node, "workeroutput", None) or {}
+    if _config is not None and output.get(_PROPERTY):
+        _config.stash.setdefault(_LEFTOVERS, []).extend(output[_PROPERTY])
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    by_test = config.stash.get(_BY_TEST, [])
+    by_test = config.stash.get(_SUMMARY, [])
     leftovers = config.stash.get(_LEFTOVERS, [])
     if not by_test and not leftovers:
         return
     terminalreporter.section("tidegate leaks")
-    for nodeid, leaks in by_test:
-        names = ", ".join(
-            f"{leak.kind} {leak.name} [{leak.blocked_on or leak.state}]" for leak in leaks
-        )
+    for nodeid, names in by_test:
         terminalreporter.write_line(f"{nodeid} leaked: {names}")
     if leftovers:
         terminalreporter.write_line(f"still running at the end of the session ({len(leftovers)}):")
-        for leak in leftovers:
-            terminalreporter.write_line(format_leak(leak))
+        for text in leftovers:
+            terminalreporter.write_line(text)
