@@ -460,7 +460,7 @@ def test_an_eager_factory_stays_recognisably_eager() -> None:
                 # What anyio looks at to recognise an eager factory, and the constructor
                 # it then calls itself.
                 assert factory.__code__ is asyncio.eager_task_factory.__code__  # type: ignore[attr-defined]
-                constructor = factory.__closure__[0].cell_contents  # type: ignore[index]
+                constructor = factory.__closure__[0].cell_contents  # type: ignore[attr-defined]
                 constructor(park(asyncio.Event()), loop=loop, name="constructed")
                 asyncio.create_task(park(asyncio.Event()), name="created")
         assert sorted(leak.name for leak in caught.value.leaks) == ["constructed", "created"]

@@ -3,9 +3,13 @@ report says, and the options."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from plugin_runs import run, run_releasing
+# The `run` and `run_releasing` fixtures of conftest.py.
+Run = Callable[..., pytest.RunResult]
+
 
 LEAKY_AND_CLEAN = """
 import asyncio
@@ -24,9 +28,9 @@ def test_sync_clean():
 """
 
 
-def test_a_leak_fails_the_teardown_with_the_report(pytester: pytest.Pytester) -> None:
+def test_a_leak_fails_the_teardown_with_the_report(pytester: pytest.Pytester, run: Run) -> None:
     pytester.makepyfile(LEAKY_AND_CLEAN)
-    result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2")
+    result = run("--leaks", "-o", "leaks_timeout=0.2")
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -45,12 +49,12 @@ def test_a_leak_fails_the_teardown_with_the_report(pytester: pytest.Pytester) ->
     assert "_report(check)" not in result.stdout.str()
 
 
-def test_leaks_are_not_checked_unless_asked(pytester: pytest.Pytester) -> None:
+def test_leaks_are_not_checked_unless_asked(pytester: pytest.Pytester, run: Run) -> None:
     pytester.makepyfile(LEAKY_AND_CLEAN)
-    run(pytester).assert_outcomes(passed=3)
+    run().assert_outcomes(passed=3)
 
 
-def test_ini_option_marker_and_opt_out(pytester: pytest.Pytester) -> None:
+def test_ini_option_marker_and_opt_out(pytester: pytest.Pytester, run: Run) -> None:
     pytester.makeini("[pytest]\nleaks = true\nleaks_timeout = 0.2\n")
     pytester.makepyfile(
         """
@@ -68,13 +72,13 @@ def test_ini_option_marker_and_opt_out(pytester: pytest.Pytester) -> None:
             asyncio.create_task(hang(asyncio.Event()), name="marked-leak")
         """
     )
-    result = run(pytester)
+    result = run()
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*marked-leak [[]asyncio.Event.wait, *s[]]*"])
     result.stdout.fnmatch_lines(["*test_marked leaked: task marked-leak*"])
 
 
-def test_marker_alone_enables_the_check(pytester: pytest.Pytester) -> None:
+def test_marker_alone_enables_the_check(pytester: pytest.Pytester, run: Run) -> None:
     pytester.makepyfile(
         """
         import asyncio, pytest
@@ -87,7 +91,7 @@ def test_marker_alone_enables_the_check(pytester: pytest.Pytester) -> None:
             asyncio.create_task(hang(asyncio.Event()))
         """
     )
-    run(pytester).assert_outcomes(passed=1, errors=1)
+    run().assert_outcomes(passed=1, errors=1)
 
 
 CLEANED_BY_TEARDOWN = """
@@ -148,10 +152,10 @@ async def test_body_connects_and_cancel_is_not_awaited(server_cancelling_late):
 
 
 def test_what_fixtures_clean_up_at_teardown_is_not_a_leak(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytester.makepyfile(CLEANED_BY_TEARDOWN)
-    result = run_releasing(pytester, monkeypatch)
+    result = run_releasing()
     result.assert_outcomes(passed=3)
     assert "tidegate leaks" not in result.stdout.str()
 
@@ -203,11 +207,11 @@ async def test_body_and_fixture(leaky_server):
 
 
 def test_fixture_leaks_are_judged_before_the_loop_cancels_them(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytester.makepyfile(FIXTURES)
     # A hang in the loop's close would end in pytest-timeout's error instead.
-    result = run_releasing(pytester, monkeypatch, "-o", "timeout=5")
+    result = run_releasing("-o", "timeout=5")
     assert "Timeout" not in result.stdout.str()
     # Each body passes; four teardowns fail with the report, and the stuck executor job does
     # not hang the loop's close.
@@ -251,10 +255,10 @@ def test_second(session_server):
 
 
 def test_what_wider_fixtures_start_is_not_the_tests(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytester.makepyfile(WIDER_FIXTURES)
-    result = run_releasing(pytester, monkeypatch)
+    result = run_releasing()
     # The session fixture's thread outlives each test by design.
     result.assert_outcomes(passed=2)
     assert "tidegate leaks" not in result.stdout.str()
@@ -273,9 +277,9 @@ async def test_fails_and_leaks():
 """
 
 
-def test_a_failing_body_shows_its_failure_and_its_leak(pytester: pytest.Pytester) -> None:
+def test_a_failing_body_shows_its_failure_and_its_leak(pytester: pytest.Pytester, run: Run) -> None:
     pytester.makepyfile(FAILING_BODY)
-    result = run(pytester, "--leaks", "-o", "leaks_timeout=0.2")
+    result = run("--leaks", "-o", "leaks_timeout=0.2")
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -289,7 +293,7 @@ def test_a_failing_body_shows_its_failure_and_its_leak(pytester: pytest.Pytester
 
 
 def test_leaked_executor_thread_is_reported_and_does_not_hang(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     # The inner test blocks a default-executor thread on an event only this outer test can
     # set; without the plugin detaching it, the inner runner's close
@@ -303,7 +307,7 @@ def test_leaked_executor_thread_is_reported_and_does_not_hang(
             asyncio.get_running_loop().run_in_executor(None, leak_release.event.wait)
         """
     )
-    result = run_releasing(pytester, monkeypatch, "-p", "timeout", "--timeout=30")
+    result = run_releasing("-p", "timeout", "--timeout=30")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
         ["*thread asyncio_* [[]threading.Event.wait*", "*created by test_stuck_job at*"]
@@ -311,7 +315,7 @@ def test_leaked_executor_thread_is_reported_and_does_not_hang(
 
 
 def test_session_end_lists_threads_no_test_caught(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytester.makepyfile(
         """
@@ -323,7 +327,7 @@ def test_session_end_lists_threads_no_test_caught(
             threading.Thread(target=leak_release.event.wait, name="outlives-session").start()
         """
     )
-    result = run_releasing(pytester, monkeypatch)
+    result = run_releasing()
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
@@ -331,12 +335,11 @@ def test_session_end_lists_threads_no_test_caught(
     )
 
 
-def test_warn_action_reports_without_failing(pytester: pytest.Pytester) -> None:
+def test_warn_action_reports_without_failing(pytester: pytest.Pytester, run: Run) -> None:
     pytester.makepyfile(LEAKY_AND_CLEAN)
     # A warning like any other: this suite's `filterwarnings = error` would make it an error,
     # as it would for any user's suite that sets it; `default::` keeps it a warning.
     result = run(
-        pytester,
         *("--leaks", "-o", "leaks_timeout=0.1", "-o", "leaks_action=warn"),
         *("-W", "default::tidegate.leaks.LeakWarning"),
     )
@@ -347,13 +350,13 @@ def test_warn_action_reports_without_failing(pytester: pytest.Pytester) -> None:
     )
 
 
-def test_bad_action_or_rule_is_a_usage_error(pytester: pytest.Pytester) -> None:
+def test_bad_action_or_rule_is_a_usage_error(pytester: pytest.Pytester, run: Run) -> None:
     pytester.makepyfile(LEAKY_AND_CLEAN)
-    result = run(pytester, "--leaks", "-o", "leaks_action=shout")
+    result = run("--leaks", "-o", "leaks_action=shout")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*leaks_action must be fail or warn, not 'shout'*"])
     pytester.makeini("[pytest]\nleaks_ignore =\n    top:Event.wait\n    bottom:x\n")
-    result = run(pytester, "--leaks")
+    result = run("--leaks")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*bad leak ignore rule 'bottom:x': expected one of top:...*"])
 
@@ -380,7 +383,7 @@ async def test_not_ignored():
 
 
 def test_project_wide_ignores_from_the_ini_and_a_conftest_hook(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytester.makeini(
         "[pytest]\nleaks_ignore =\n    name:^heartbeat-\\d+$\n    top:threading.Event.wait\n"
@@ -396,17 +399,17 @@ def test_project_wide_ignores_from_the_ini_and_a_conftest_hook(
         """
     )
     pytester.makepyfile(IGNORED)
-    result = run_releasing(pytester, monkeypatch)
+    result = run_releasing()
     result.assert_outcomes(passed=4, errors=1)
     result.stdout.fnmatch_lines(["*test_not_ignored leaked: task still-reported*"])
     for name in ("heartbeat-7", "poller", "from-the-hook"):
         assert name not in result.stdout.str()
 
 
-def test_session_summary_survives_xdist(pytester: pytest.Pytester) -> None:
+def test_session_summary_survives_xdist(pytester: pytest.Pytester, run: Run) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(LEAKY_AND_CLEAN)
-    result = run(pytester, "--leaks", "-o", "leaks_timeout=0.1", "-n", "2")
+    result = run("--leaks", "-o", "leaks_timeout=0.1", "-n", "2")
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(
         ["*tidegate leaks*", "*test_leaky leaked: task forgotten [[]asyncio.Event.wait[]]*"]

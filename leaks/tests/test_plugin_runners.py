@@ -5,10 +5,13 @@ reported and what the test's own teardown cleans up is not."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from plugin_runs import run_releasing
+# The `run` and `run_releasing` fixtures of conftest.py.
+Run = Callable[..., pytest.RunResult]
+
 
 UNITTEST_CASES = """
 import asyncio, threading, unittest
@@ -55,10 +58,10 @@ class LeakyThreads(unittest.TestCase):
 
 
 def test_unittest_cases_are_checked_after_their_teardown(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytester.makepyfile(UNITTEST_CASES)
-    result = run_releasing(pytester, monkeypatch)
+    result = run_releasing()
     result.assert_outcomes(passed=5, errors=2)
     result.stdout.fnmatch_lines_random(
         [
@@ -99,12 +102,12 @@ async def test_forgotten_task(aiohttp_client):
 
 
 def test_aiohttp_fixtures_close_their_handlers_before_the_check(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytest.importorskip("aiohttp")
     pytester.makepyfile(AIOHTTP_LOOP_FIXTURE)
     # aiohttp's own plugin runs these on its `loop` fixture, not pytest-asyncio.
-    result = run_releasing(pytester, monkeypatch, "-p", "no:asyncio")
+    result = run_releasing("-p", "no:asyncio")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*test_forgotten_task[[]*[]] leaked: task aiohttp-test-leak*"])
     assert "RequestHandler" not in result.stdout.str()
@@ -134,13 +137,11 @@ async def test_thread_left_running(anyio_backend):
 """
 
 
-def test_anyio_on_asyncio_and_trio(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_anyio_on_asyncio_and_trio(pytester: pytest.Pytester, run_releasing: Run) -> None:
     pytest.importorskip("anyio")
     pytest.importorskip("trio")
     pytester.makepyfile(ANYIO_TESTS)
-    result = run_releasing(pytester, monkeypatch, "-p", "no:asyncio")
+    result = run_releasing("-p", "no:asyncio")
     # Idle pool workers of both backends are not leaks; a trio test is not crashed and its
     # threads are checked.
     result.assert_outcomes(passed=6, errors=2)
@@ -191,11 +192,11 @@ async def test_leaks_a_thread():
 
 
 def test_a_runner_other_than_asyncio_gets_threads_checked_and_is_never_awaited_into(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytester.makeconftest(FOREIGN_RUNNER_CONFTEST)
     pytester.makepyfile(FOREIGN_TESTS)
-    result = run_releasing(pytester, monkeypatch, "-p", "no:asyncio")
+    result = run_releasing("-p", "no:asyncio")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*test_leaks_a_thread leaked: thread foreign-thread*"])
 
@@ -235,9 +236,9 @@ async def test_eager_leak_is_reported():
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager task factories are 3.12+")
 def test_an_eager_task_factory_stays_eager_and_its_tasks_are_tracked(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, run_releasing: Run
 ) -> None:
     pytester.makepyfile(EAGER)
-    result = run_releasing(pytester, monkeypatch, "-W", "ignore::DeprecationWarning")
+    result = run_releasing("-W", "ignore::DeprecationWarning")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*test_eager_leak_is_reported leaked: task eager-leak*"])
