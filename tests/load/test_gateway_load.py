@@ -2,8 +2,8 @@
 and every credential (NO LEAK, nothing lost, vanished clients reaped), against the leaky
 example (LEAK, the report names the blocked worker), and its errors (exit 2, one line).
 
-The gateway runs with a 0.5 s heartbeat, so its idle timeout (1 s) reaps vanished clients
-inside a short run.
+The gateway runs with a 1 s heartbeat, so its idle timeout (2 s) reaps vanished clients
+inside a short run, while healthy clients (pinging every 0.5 s) have room for a slow loop.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def test_no_leak_against_tidegate_serve_with_every_fault(
         f"--secret {SECRET} --api-key {API_KEY} --jwt-secret {JWT_SECRET}"
         f" --admin-token {ADMIN_TOKEN}"
     )
-    with serve("--heartbeat", "0.5", *credentials.split()) as gw:
+    with serve("--heartbeat", "1", *credentials.split()) as gw:
         status = load(
             gw,
             f"--http {gw['http']} {credentials} --clients 40 --rooms 4 --rate 150 --duration 2"
