@@ -414,3 +414,62 @@ def test_session_summary_survives_xdist(pytester: pytest.Pytester, run: Run) -> 
     result.stdout.fnmatch_lines(
         ["*tidegate leaks*", "*test_leaky leaked: task forgotten [[]asyncio.Event.wait[]]*"]
     )
+
+
+BLOCKING = """
+import asyncio, time, pytest
+
+def slow_io():
+    time.sleep(0.3)  # the bug under test: blocking I/O in a coroutine
+
+async def test_blocks():
+    slow_io()
+
+async def test_awaits():
+    await asyncio.sleep(0.3)
+
+@pytest.mark.leaks_blocking(None)
+async def test_blocks_but_opted_out():
+    slow_io()
+
+@pytest.mark.leaks_blocking(1.0)
+async def test_blocks_under_its_own_threshold():
+    slow_io()
+
+def test_sync_tests_have_no_loop_to_block():
+    slow_io()
+"""
+
+
+def test_blocking_the_loop_fails_the_test_with_the_blocking_stack(
+    pytester: pytest.Pytester, run: Run
+) -> None:
+    # Timeline: 0.3 s blocks against a 0.1 s threshold; the monitor looks every 20 ms.
+    pytester.makepyfile(BLOCKING)
+    result = run("--leaks-blocking=0.1")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*LoopBlockedError: the event loop was blocked 1 time(s) for longer than 0.1s:",
+            "*blocked for 0.[2-9]*s at *test_blocking_the_loop_fails_the_test*.py:4 in slow_io:",
+            "*.py:7 in test_blocks",
+            "*.py:4 in slow_io",
+            "*FAILED *test_blocks*",
+        ]
+    )
+    # The stack starts where the loop called the test; the detector's frames are left out.
+    assert "pytest_plugin.py" not in result.stdout.str()
+    assert "base_events.py" not in result.stdout.str().split("LoopBlockedError: ")[1]
+
+
+def test_the_blocking_marker_alone_enables_the_check(pytester: pytest.Pytester, run: Run) -> None:
+    pytester.makepyfile(
+        """
+        import time, pytest
+
+        @pytest.mark.leaks_blocking(0.1)
+        async def test_marked():
+            time.sleep(0.3)
+        """
+    )
+    run().assert_outcomes(failed=1)

@@ -33,6 +33,7 @@ from ._records import Frame, Leak
 from ._report import format_dump, format_grouped, format_leak
 from ._signals import dump, install_signal_dump
 from ._tracking import track, untrack, untrack_threads
+from ._watchdog import LoopBlock, LoopBlockedError, Watchdog, open_watchdog
 
 __all__ = [
     "Check",
@@ -41,6 +42,9 @@ __all__ = [
     "Leak",
     "LeakError",
     "LeakWarning",
+    "LoopBlock",
+    "LoopBlockedError",
+    "Watchdog",
     "cancel_tasks",
     "check",
     "dump",
@@ -55,6 +59,7 @@ __all__ = [
     "ignore_name",
     "ignore_top_function",
     "install_signal_dump",
+    "open_watchdog",
     "parse_ignore",
     "snapshot",
     "track",

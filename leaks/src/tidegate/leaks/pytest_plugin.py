@@ -52,6 +52,7 @@ from ._inspect import is_pool_worker, job_origin, thread_frames
 from ._records import Leak
 from ._report import format_leak
 from ._tracking import Scope, current_scope, hold_loop, origin_of
+from ._watchdog import LoopBlock, LoopBlockedError, Watchdog
 
 # Per session: the summary lines (node id, text), and what was still running at its end.
 _SUMMARY = pytest.StashKey[list[tuple[str, str]]]()
@@ -105,6 +106,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "leaks_action", "what a leak does to its test: fail (default) or warn", default="fail"
     )
+    group.addoption(
+        "--leaks-blocking",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="fail async tests whose code blocks the event loop for longer than SECONDS",
+    )
+    parser.addini(
+        "leaks_blocking",
+        "fail async tests whose code blocks the event loop longer than this (seconds)",
+        default="",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -112,6 +125,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "leaks(timeout=1.0, ignore=()): check this test for leaked tasks and threads"
     )
     config.addinivalue_line("markers", "no_leak_check: do not check this test for leaks")
+    config.addinivalue_line(
+        "markers",
+        "leaks_blocking(seconds): fail this async test if its code blocks the event loop for "
+        "longer than seconds (None: do not check it)",
+    )
     global _config
     _config = config
     config.stash[_SUMMARY] = []
@@ -391,62 +409,122 @@ def pytest_fixture_setup(
     return value
 
 
-def _mark_body(func: Callable[..., Any], check: _TestCheck) -> Callable[..., Any]:
-    """``func`` running in the body's scope. Nothing is awaited: under trio as under asyncio
-    the body runs exactly as it would without the check."""
+def _mark_body(
+    func: Callable[..., Any],
+    check: _TestCheck | None,
+    blocking: float | None,
+    blocked: list[LoopBlockedError],
+) -> Callable[..., Any]:
+    """``func`` running in the body's scope. For the leak check nothing is awaited: under trio
+    as under asyncio the body runs exactly as it would without it. The blocking check watches
+    the body's loop (asyncio only), waits for one tick of its watchdog at the end, and puts
+    what it found in ``blocked`` (or in a note on the body's own failure)."""
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
             loop = asyncio.events._get_running_loop()  # None under trio
-            if loop is not None:
+            if check is not None and loop is not None:
                 check.add_loop(loop)
-            token = current_scope.set(check.body)
+            watchdog = None if blocking is None or loop is None else _watch(blocking)
+            token = None if check is None else current_scope.set(check.body)
+            failure: Exception | None = None
             try:
                 return await func(*args, **kwargs)
             except Exception as error:
-                note_still_running(error, check.body_scan())
+                failure = error
+                if check is not None:
+                    note_still_running(error, check.body_scan())
                 raise
             finally:
-                current_scope.reset(token)
+                if token is not None:
+                    current_scope.reset(token)
+                if watchdog is not None and blocking is not None:
+                    blocks = await _unwatch(watchdog)
+                    if blocks and failure is not None:
+                        failure.add_note(str(LoopBlockedError(blocks, blocking)))
+                    elif blocks:
+                        blocked.append(LoopBlockedError(blocks, blocking))
 
         return run_async
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        token = current_scope.set(check.body)
+        token = None if check is None else current_scope.set(check.body)
         try:
             return func(*args, **kwargs)
         except Exception as error:
-            note_still_running(error, check.body_scan())
+            if check is not None:
+                note_still_running(error, check.body_scan())
             raise
         finally:
-            current_scope.reset(token)
+            if token is not None:
+                current_scope.reset(token)
 
     return run
 
 
+def _watch(threshold: float) -> Watchdog:
+    """A watchdog on the running loop, outside every scope: its ticker task and monitor
+    thread are the check's, not the test's."""
+    token = current_scope.set(None)
+    try:
+        watchdog = Watchdog(
+            # No log: the test's failure says it all.
+            threshold=threshold,
+            interval=max(0.005, min(0.05, threshold / 2)),
+            logger=None,
+        )
+        watchdog.start()
+    finally:
+        current_scope.reset(token)
+    return watchdog
+
+
+async def _unwatch(watchdog: Watchdog) -> list[LoopBlock]:
+    try:
+        await watchdog.wait_tick()  # a block caught in the act is recorded by then
+    finally:
+        await watchdog.close()
+    return watchdog.worst_blocks()
+
+
+def _blocking_threshold(item: pytest.Item) -> float | None:
+    marker = item.get_closest_marker("leaks_blocking")
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("seconds")
+        return None if value is None else float(value)
+    option = item.config.getoption("leaks_blocking") or item.config.getini("leaks_blocking")
+    return float(option) if option else None
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    __tracebackhide__ = True
     check = item.stash.get(_CHECK, None)
-    if check is None:
-        return (yield)
     testcase = getattr(item, "_testcase", None)
-    if isinstance(testcase, unittest.TestCase):
+    if check is not None and isinstance(testcase, unittest.TestCase):
         return (yield from _call_unittest(testcase, check))
-    if not isinstance(item, pytest.Function):
+    blocking = _blocking_threshold(item)
+    if (check is None and blocking is None) or not isinstance(item, pytest.Function):
         return (yield)
     # Hypothesis keeps the real test body one level down.
     hypothesis = getattr(item.obj, "hypothesis", None)
     holder, attr = (hypothesis, "inner_test") if hypothesis is not None else (item, "obj")
     original = getattr(holder, attr)
-    setattr(holder, attr, _mark_body(original, check))
+    blocked: list[LoopBlockedError] = []
+    setattr(holder, attr, _mark_body(original, check, blocking, blocked))
     try:
-        return (yield)
+        result = yield
     finally:
         setattr(holder, attr, original)
+    if blocked:
+        # Raised here rather than in the body, whose traceback would run through asyncio's
+        # frames: the report is the blocking stack itself.
+        raise blocked[0]
+    return result
 
 
 def _call_unittest(testcase: unittest.TestCase, check: _TestCheck) -> Generator[None, None, None]:
