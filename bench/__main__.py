@@ -19,6 +19,7 @@ BENCHMARKS = [
     "gateway_broadcast",
     "gateway_latency",
     "gateway_memory",
+    "gateway_fairness",
 ]
 
 

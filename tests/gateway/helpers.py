@@ -18,7 +18,7 @@ import aiohttp
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from tidegate.gateway import Config
+from tidegate.gateway import Config, Gateway
 
 UNIT = float(os.environ.get("TIDEGATE_TEST_UNIT", "1.0"))
 TIMEOUT = 5.0 * UNIT
@@ -178,3 +178,18 @@ def parse_samples(exposition: str) -> Samples:
 def metric(samples: Samples, name: str, **labels: str) -> float:
     """A sample's value; 0 for a labelled counter that has not been seen yet."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def loop_lag_over(gw: Gateway, bound: float) -> int:
+    """How many loop-lag observations of `gw` (the `tidegate_event_loop_lag_seconds` histogram
+    of `/metrics`) were above `bound`, rounded up to the histogram's next bucket bound."""
+    buckets: list[tuple[float, float]] = []
+    total = 0.0
+    for family in gw.metrics.loop_lag.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_count"):
+                total = sample.value
+    within = next(count for upper, count in sorted(buckets) if upper >= bound)
+    return int(total - within)

@@ -22,7 +22,7 @@ from tidegate.gateway.connections import ConnectionSet
 from tidegate.gateway.hello_authenticator import make_hello_authenticator
 from tidegate.gateway.registry import Registry
 from tidegate.gateway.stats import Counters
-from tidegate.gateway.tcp import ClientProtocol
+from tidegate.gateway.tcp import INPUT_SLICE, ClientProtocol
 from tidegate.protocol import ErrorCode, Target
 
 BUFFER = 4000  # buffer_bytes: the transport's high-water mark is 1000, its low-water 250
@@ -30,8 +30,9 @@ FRAME = b"f" * 99 + b"\n"  # 100 bytes
 ALICE = Target("user", "alice", "user:alice")
 
 
-class FakeTransport(asyncio.WriteTransport):
-    """Records every write; `buffered` bytes stay "in the kernel" until `drain()`."""
+class FakeTransport(asyncio.Transport):
+    """Records every write; `buffered` bytes stay "in the kernel" until `drain()`. Records
+    whether the protocol wants to read."""
 
     def __init__(self, protocol: asyncio.Protocol) -> None:
         super().__init__()
@@ -42,6 +43,19 @@ class FakeTransport(asyncio.WriteTransport):
         self.paused = False
         self.closed = False
         self.aborted = False
+        self.eof = False  # write_eof() was called: FIN after what is buffered
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        assert self.reading, "paused twice"
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        assert not self.reading, "resumed twice"
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         assert high is not None and low is not None
@@ -51,7 +65,7 @@ class FakeTransport(asyncio.WriteTransport):
         return self.buffered
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert not self.closed, "write after close"
+        assert not self.closed and not self.eof, "write after close or write_eof"
         self.writes.append(bytes(data))
         self.buffered += len(data)
         if not self.paused and self.buffered > self.high:
@@ -67,6 +81,17 @@ class FakeTransport(asyncio.WriteTransport):
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    @property
+    def ended(self) -> bool:
+        """Our side is done: closed, or half-closed with FIN after the buffered bytes."""
+        return self.closed or self.eof
 
     def close(self) -> None:
         self.closed = True
@@ -142,6 +167,7 @@ class Harness:
             counters=self.counters,
             clock=self.clock,
             new_session=lambda: "s1",
+            call_soon=self.turn.call_soon,
         )
 
     def connect(self, user: str | None = "alice") -> tuple[ClientProtocol, FakeTransport]:
@@ -221,7 +247,7 @@ def test_overflow_disconnect_sends_slow_consumer_and_closes() -> None:
     h = harness(overflow="disconnect")
     client, transport = fill_to_the_bound(h)
     assert not client.send_frame(FRAME)
-    assert transport.closed and not transport.aborted
+    assert transport.ended and not transport.aborted
     # The queued frames leave ahead of the error frame, in the same write.
     assert transport.writes[-1] == FRAME * 29 + (
         b'{"op":"error","code":"slow_consumer","reason":"more than 4000 bytes pending"}\n'
@@ -250,7 +276,7 @@ def test_overflow_drop_newest_refuses_the_new_frame() -> None:
     assert h.counters.drops == {"drop-newest": 1}
     assert client.buffered() == BUFFER
     transport.drain()
-    assert transport.writes[-1] == FRAME * 29 and not transport.closed
+    assert transport.writes[-1] == FRAME * 29 and not transport.ended
 
 
 def test_the_bound_is_checked_against_the_transport_once_it_has_drained() -> None:
@@ -269,15 +295,15 @@ def test_write_deadline_cuts_a_client_that_drains_nothing() -> None:
     client.sweep(h.clock.now)  # the stall starts being timed
     h.clock.now += 4.9
     client.sweep(h.clock.now)
-    assert not transport.closed
+    assert not transport.ended
     transport.drain(100)  # some progress: the timer starts over
     client.sweep(h.clock.now)
     h.clock.now += 4.9
     client.sweep(h.clock.now)
-    assert not transport.closed
+    assert not transport.ended
     h.clock.now += 0.1
     client.sweep(h.clock.now)
-    assert transport.closed
+    assert transport.ended
     assert transport.writes[-1].endswith(b'"nothing drained for 5 s"}\n')
     assert h.counters.disconnects == {"slow_consumer": 1}
 
@@ -291,14 +317,14 @@ def test_a_client_with_nothing_pending_is_never_cut_for_writing() -> None:
         h.turn.end()
         transport.drain()
         client.sweep(h.clock.now)
-    assert not transport.closed
+    assert not transport.ended
 
 
 def test_closing_lingers_then_aborts_and_is_forgotten_when_the_transport_is_gone() -> None:
     h = harness(close_linger=2.0)
     client, transport = h.connect()
     client.close(ErrorCode.SERVER_SHUTDOWN, "bye")
-    assert transport.closed and not transport.aborted
+    assert transport.ended and not transport.aborted
     assert h.connections.closing == {client} and not h.connections.live
     h.clock.now += 1.9
     client.sweep(h.clock.now)
@@ -327,7 +353,7 @@ def test_connections_over_the_limit_get_too_many_connections() -> None:
     h = Harness(Config(max_conns=1))
     h.connect()
     _, transport = h.connect(user=None)
-    assert transport.closed
+    assert transport.ended
     assert transport.sent().startswith(b'{"op":"error","code":"too_many_connections"')
 
 
@@ -341,3 +367,54 @@ def test_a_push_is_observed_once_at_the_end_of_its_turn(frames: int) -> None:
     assert h.latencies == []
     h.turn.end()
     assert len(h.latencies) == frames
+
+
+PING, PONG = b'{"op":"ping"}\n', b'{"op":"pong"}\n'
+
+
+def test_a_burst_is_handled_one_slice_per_loop_turn_with_reading_paused() -> None:
+    h = Harness(Config(buffer_bytes=1 << 20))
+    client, transport = h.connect()
+    client.data_received(PING * (2 * INPUT_SLICE + 5))
+    assert transport.sent() == PONG * INPUT_SLICE  # one slice now...
+    assert not transport.reading  # ...and no more input until the rest is handled
+    h.turn.end()
+    assert transport.sent() == PONG * 2 * INPUT_SLICE and not transport.reading
+    h.turn.end()
+    assert transport.sent() == PONG * (2 * INPUT_SLICE + 5)
+    assert transport.reading  # all handled: reading again
+    h.turn.end()
+    assert transport.sent() == PONG * (2 * INPUT_SLICE + 5) and not h.turn.callbacks
+
+
+def test_a_connection_lost_with_input_pending_cancels_its_next_slice() -> None:
+    h = harness()
+    client, transport = h.connect()
+    client.data_received(PING * (INPUT_SLICE + 1))
+    assert len(h.turn.callbacks) == 2  # the next slice, and the flush of this turn
+    client.connection_lost(None)
+    h.turn.end()
+    assert transport.sent() == PONG * INPUT_SLICE
+    assert h.counters.disconnects == {"peer_eof": 1}
+
+
+def test_reading_stops_while_the_client_does_not_take_its_replies() -> None:
+    h = harness(overflow="drop-newest")  # the transport pauses above 1000 bytes
+    client, transport = h.connect()
+    client.data_received(PING * 80)  # 1120 bytes of pongs, nobody reads them
+    assert transport.paused and not transport.reading
+    transport.drain()
+    assert not transport.paused and transport.reading
+
+
+def test_a_client_over_its_frame_budget_is_rate_limited_and_closed() -> None:
+    h = harness(frame_burst=10, frame_rate=1.0)
+    client, transport = h.connect()  # the hello took one token
+    client.data_received(PING * 10)
+    assert transport.ended
+    assert transport.sent() == PONG * 9 + (
+        b'{"op":"error","code":"rate_limited","reason":"more than 10 frames at once or '
+        b'1 frames/s"}\n'
+    )
+    assert h.counters.disconnects == {"rate_limited": 1}
+    assert h.registry.targets(ALICE) == frozenset()

@@ -9,7 +9,7 @@ import pytest
 from tidegate.cli import build_parser
 from tidegate.gateway import Config, ConfigError, load_config
 from tidegate.gateway.config import BY_NAME, OPTIONS
-from tidegate.gateway.options import ADDRESS, BYTES, COUNT, SECONDS, SECRET, markdown_table
+from tidegate.gateway.options import ADDRESS, BYTES, COUNT, RATE, SECONDS, SECRET, markdown_table
 
 
 def test_defaults_bind_loopback() -> None:
@@ -145,7 +145,14 @@ def test_cli_flags_map_to_config_fields() -> None:
 
 def test_every_option_has_a_flag_an_env_var_and_a_toml_key(tmp_path: Path) -> None:
     # One value other than the default per option, through each source in turn.
-    sample = {ADDRESS: "127.0.0.1:9", COUNT: "7", BYTES: "7", SECONDS: "7", SECRET: "s"}
+    sample = {
+        ADDRESS: "127.0.0.1:9",
+        COUNT: "7",
+        BYTES: "7",
+        SECONDS: "7",
+        SECRET: "s",
+        RATE: "7",
+    }
     text = {
         opt.name: opt.kind.choices[-1] if opt.kind.choices else sample[opt.kind] for opt in OPTIONS
     }

@@ -22,7 +22,15 @@ from tidegate.protocol import (
 )
 from tidegate.protocol.connection import _TRANSITIONS
 
-LIMITS = Limits(max_line=128, max_rooms=2, handshake_timeout=5, heartbeat=10, idle_timeout=20)
+LIMITS = Limits(
+    max_line=128,
+    max_rooms=2,
+    handshake_timeout=5,
+    heartbeat=10,
+    idle_timeout=20,
+    frame_rate=1000,
+    frame_burst=1_000_000,
+)
 
 
 def trust(hello: Hello) -> Identity:
@@ -233,3 +241,118 @@ def test_fuzz_valid_streams_in_any_chunking(parts: list[bytes], cut: int) -> Non
     assert conn.state is State.OPEN
     assert len(conn.rooms) <= LIMITS.max_rooms
     assert conn.data_to_send().count(b"\n") == len(parts)
+
+
+PING, PONG = b'{"op":"ping"}\n', b'{"op":"pong"}\n'
+
+
+def test_a_large_read_gets_every_reply_in_one_chunk() -> None:
+    # 200k frames in one read: the replies are collected and joined once (they used to be
+    # appended with `bytes +=`, a copy of the whole output per frame).
+    conn = opened()
+    assert conn.receive_data(PING * 200_000, 1.0) == []
+    assert conn.data_to_send() == PONG * 200_000
+    assert conn.data_to_send() == b""
+
+
+def test_max_frames_handles_a_read_in_slices_and_keeps_the_rest() -> None:
+    conn = opened()
+    data = b'{"op":"join","room":"a"}\n' + PING * 5 + b'{"op":"ping"'
+    assert conn.receive_data(data, 1.0, max_frames=2) == [Joined("a")]
+    assert conn.data_to_send() == b'{"op":"joined","room":"a"}\n' + PONG
+    assert conn.input_pending
+    assert conn.receive_data(b"", 2.0, max_frames=3) == []
+    assert conn.data_to_send() == PONG * 3 and conn.input_pending
+    assert conn.last_seen == 2.0  # the frames handled now were read now
+    # New input while some is pending is queued behind it, in order.
+    assert conn.receive_data(b"}\n" + PING, 3.0, max_frames=1) == []
+    assert conn.data_to_send() == PONG and conn.input_pending
+    assert conn.receive_data(b"", 3.0, max_frames=100) == []
+    assert conn.data_to_send() == PONG * 2
+    assert not conn.input_pending
+
+
+def test_max_frames_zero_handles_nothing() -> None:
+    conn = opened()
+    assert conn.receive_data(PING, 1.0, max_frames=0) == []
+    assert conn.data_to_send() == b"" and conn.input_pending
+
+
+def test_no_input_is_pending_once_the_connection_closes() -> None:
+    conn = opened()
+    conn.receive_data(b"nonsense\n" + PING * 10, 1.0, max_frames=5)
+    assert conn.state is State.CLOSING and not conn.input_pending
+    assert conn.data_to_send().startswith(b'{"op":"error","code":"bad_frame"')
+
+
+def budgeted(rate: float, burst: int) -> Connection:
+    limits = Limits(
+        max_line=128,
+        max_rooms=200,
+        handshake_timeout=5,
+        heartbeat=10,
+        idle_timeout=20,
+        frame_rate=rate,
+        frame_burst=burst,
+    )
+    return Connection(session="s1", limits=limits, authenticate=trust, now=0.0)
+
+
+RATE_LIMITED = (
+    b'{"op":"error","code":"rate_limited","reason":"more than 4 frames at once or 2 frames/s"}\n'
+)
+
+
+def test_the_frame_budget_allows_a_burst_then_its_rate() -> None:
+    conn = budgeted(rate=2, burst=4)
+    assert conn.receive_data(b'{"op":"hello","user":"a"}\n' + PING * 3, 0.0) == [Opened("a")]
+    conn.data_to_send()  # the burst of 4 is spent
+    assert conn.receive_data(PING, 0.5, max_frames=1) == []  # half a second: one token back
+    assert conn.data_to_send() == PONG
+    assert conn.receive_data(PING, 1.0) == []
+    assert conn.data_to_send() == PONG
+    # Idle for a long time: the bucket fills up to the burst, not beyond.
+    assert conn.receive_data(PING * 4, 100.0) == []
+    assert conn.data_to_send() == PONG * 4
+    assert conn.receive_data(PING * 2, 100.0) == [
+        Closing(ErrorCode.RATE_LIMITED, "more than 4 frames at once or 2 frames/s")
+    ]
+    assert conn.data_to_send() == RATE_LIMITED  # the second ping got nothing
+    assert conn.state is State.CLOSING
+
+
+def test_the_frame_budget_counts_the_hello() -> None:
+    conn = budgeted(rate=2, burst=1)
+    events = conn.receive_data(b'{"op":"hello","user":"a"}\n' + PING, 0.0)
+    assert events == [
+        Opened("a"),
+        Closing(ErrorCode.RATE_LIMITED, "more than 1 frames at once or 2 frames/s"),
+    ]
+
+
+def test_the_default_budget_lets_a_client_join_its_128_rooms_at_once() -> None:
+    from tidegate.gateway import Config
+
+    config = Config()
+    conn = Connection(session="s1", limits=config.limits(), authenticate=trust, now=0.0)
+    joins = b"".join(b'{"op":"join","room":"r%d"}\n' % n for n in range(config.max_rooms))
+    hello = b'{"op":"hello","user":"a"}\n'
+    # Twice over, within the same instant: a reconnecting client repeating its joins.
+    events = conn.receive_data(hello + joins + joins + PING, 0.0)
+    assert len(events) == 1 + config.max_rooms
+    assert conn.state is State.OPEN
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(frames, max_size=30), st.integers(min_value=1, max_value=40), st.integers(1, 7))
+def test_fuzz_slices_change_nothing_but_when(parts: list[bytes], cut: int, slice: int) -> None:
+    whole, sliced = opened(), opened()
+    stream = b"".join(parts)
+    whole_events = whole.receive_data(stream, 1.0)
+    sliced_events = []
+    for i in range(0, len(stream), cut):
+        sliced_events += sliced.receive_data(stream[i : i + cut], 1.0, max_frames=slice)
+        while sliced.input_pending:
+            sliced_events += sliced.receive_data(b"", 1.0, max_frames=slice)
+    assert sliced_events == whole_events
+    assert sliced.data_to_send() == whole.data_to_send()

@@ -93,6 +93,7 @@ def test_error_codes_match_the_contract() -> None:
         "slow_consumer",
         "server_shutdown",
         "too_many_connections",
+        "rate_limited",
         "too_many_rooms",
         "forbidden_room",
     }

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import tracemalloc
 
 import msgspec
 import pytest
@@ -181,7 +182,7 @@ def test_window_is_plus_minus_30_seconds() -> None:
 
 
 def test_replay_memory_is_pruned_by_time() -> None:
-    v = DatagramVerifier(secret=SECRET, replay_capacity=2)
+    v = DatagramVerifier(secret=SECRET, replay_bytes=2 * ReplayCache.cost("a"))
     first = sign(SECRET, body(id="a", ts=NOW))
     assert verify(v, first) is None
     assert verify(v, sign(SECRET, body(id="b", ts=NOW))) is None
@@ -211,12 +212,13 @@ def test_unsigned_verifier_takes_plain_bodies() -> None:
 
 @given(st.lists(st.tuples(st.text(max_size=3), st.floats(0, 100)), max_size=60))
 def test_replay_cache_stays_bounded(entries: list[tuple[str, float]]) -> None:
-    cache = ReplayCache(capacity=10)
+    cache = ReplayCache(max_bytes=10 * ReplayCache.cost("abc"))
     now = 0.0
     for id, ttl in entries:
         now += 1
         cache.add(id, now + ttl, now)
-        assert len(cache) <= 10
+        assert cache.size <= cache.max_bytes
+        assert cache.size == sum(ReplayCache.cost(id) for id in cache._expiry)
 
 
 @given(st.binary(max_size=200))
@@ -225,3 +227,54 @@ def test_fuzz_verifier_only_rejects(datagram: bytes) -> None:
         v = DatagramVerifier(secret=secret)
         verify(v, datagram)
         verify(v, sign(SECRET, datagram))
+
+
+@pytest.mark.parametrize(
+    ("id", "accepted"),
+    [
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("€" * 42, True),  # 126 bytes
+        ("€" * 43, False),  # 129 bytes in 43 characters
+        ("😀" * 32, True),  # 128 bytes
+        ("😀" * 32 + "x", False),
+    ],
+)
+def test_ids_over_128_bytes_are_bad_id(id: str, accepted: bool) -> None:
+    raw = msgspec.json.encode({"to": "all", "data": 1, "id": id})
+    if accepted:
+        assert parse_push(raw)[0].id == id
+    else:
+        with pytest.raises(BadPush) as info:
+            parse_push(raw)
+        assert info.value.code is RejectReason.BAD_ID
+        assert info.value.detail == "`id` longer than 128 bytes"
+
+
+def test_replay_cache_is_bounded_in_bytes() -> None:
+    one = ReplayCache.cost("a")
+    cache = ReplayCache(max_bytes=3 * one)
+    assert cache.add("a", 10.0, 0.0) and cache.add("b", 10.0, 0.0) and cache.add("c", 10.0, 0.0)
+    assert cache.size == 3 * one
+    assert not cache.add("d", 10.0, 0.0)  # full of ids that can still be replayed
+    assert not cache.add("a" * 100, 20.0, 0.0)
+    assert cache.add("d", 20.0, 11.0)  # the first three expired
+    assert (len(cache), cache.size) == (1, one)
+
+
+@pytest.mark.parametrize("id_length", [1, 36, 128])
+def test_replay_cache_size_is_an_upper_bound_of_its_memory(id_length: int) -> None:
+    # The ids are made inside the measurement, as the decoder makes them for the cache.
+    cache = ReplayCache(max_bytes=1 << 40)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1, 30_001):
+            cache.add(f"{n:0{id_length}d}", float(n), 0.0)
+            if n % 5000 == 0:
+                held = tracemalloc.get_traced_memory()[0] - before
+                assert held <= cache.size, (n, held, cache.size)
+    finally:
+        tracemalloc.stop()
+    # And not wildly above it either: the count is meant as the real cost.
+    assert cache.size < 2 * held

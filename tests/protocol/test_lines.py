@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -7,8 +9,14 @@ from hypothesis import strategies as st
 from tidegate.protocol import LineSplitter, LineTooLong, PeerError, UsageError
 
 
+def lines_of(splitter: LineSplitter, chunk: bytes) -> Iterator[bytes]:
+    splitter.feed(chunk)
+    while (line := splitter.next_line()) is not None:
+        yield line
+
+
 def feed_all(splitter: LineSplitter, *chunks: bytes) -> list[bytes]:
-    return [line for chunk in chunks for line in splitter.feed(chunk)]
+    return [line for chunk in chunks for line in lines_of(splitter, chunk)]
 
 
 def test_splits_across_chunks() -> None:
@@ -36,7 +44,7 @@ def test_lines_before_the_long_one_are_yielded_first() -> None:
     splitter = LineSplitter(max_line=4)
     got: list[bytes] = []
     with pytest.raises(LineTooLong):
-        for line in splitter.feed(b"a\nb\n" + b"x" * 100):
+        for line in lines_of(splitter, b"a\nb\n" + b"x" * 100):
             got.append(line)
     assert got == [b"a", b"b"]
 
@@ -65,7 +73,7 @@ def test_fuzz_never_buffers_past_the_limit(max_line: int, chunks: list[bytes]) -
     got: list[bytes] = []
     try:
         for chunk in chunks:
-            for line in splitter.feed(chunk):
+            for line in lines_of(splitter, chunk):
                 assert len(line) < max_line
                 got.append(line)
             assert splitter.buffered < max_line
@@ -74,3 +82,26 @@ def test_fuzz_never_buffers_past_the_limit(max_line: int, chunks: list[bytes]) -
         return
     # No error: the splitter returned exactly the complete lines of the stream.
     assert got == stream.split(b"\n")[:-1]
+
+
+def test_lines_are_taken_one_at_a_time_and_the_rest_waits() -> None:
+    splitter = LineSplitter(max_line=16)
+    splitter.feed(b"a\nbb\ncc")
+    assert splitter.next_line() == b"a" and splitter.unread == 5
+    splitter.feed(b"c\n")  # fed before the rest was read: it queues behind it
+    assert [splitter.next_line(), splitter.next_line(), splitter.next_line()] == [
+        b"bb",
+        b"ccc",
+        None,
+    ]
+    assert splitter.unread == 0 and splitter.buffered == 0
+
+
+def test_the_limit_is_checked_without_scanning_past_it() -> None:
+    splitter = LineSplitter(max_line=4)
+    splitter.feed(b"ab")
+    assert splitter.next_line() is None and splitter.buffered == 2
+    splitter.feed(b"c" + b"x" * 1_000_000 + b"\n")
+    with pytest.raises(LineTooLong):
+        splitter.next_line()
+    assert splitter.unread == 0 and splitter.buffered == 0

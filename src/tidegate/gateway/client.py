@@ -12,7 +12,8 @@ Calls go both ways on the loop thread and never await:
   `buffered`/`is_open` for statistics;
 - connection -> gateway (`ClientHost`): `admission` on accept, close and loss of the transport;
   `registry` when hello, join, leave and close change who it is; `turns` to write through or
-  queue; `counters` for drops and disconnects; `clock` (loop time) for the protocol core.
+  queue; `counters` for drops and disconnects; `clock` (loop time) for the protocol core;
+  `call_soon` to go on with its input in a later loop turn (input is handled in slices).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from tidegate.gateway.batching import TurnBatcher
+from tidegate.gateway.batching import CallSoon, TurnBatcher
 from tidegate.gateway.config import Config, Overflow
 from tidegate.gateway.registry import Registry, Sink
 from tidegate.gateway.stats import Counters
@@ -102,3 +103,4 @@ class ClientHost:
     counters: Counters
     clock: Callable[[], float]  # the loop's time
     new_session: Callable[[], str]
+    call_soon: CallSoon  # the loop's

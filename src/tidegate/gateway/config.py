@@ -18,6 +18,7 @@ from tidegate.gateway.options import (
     ADDRESS,
     BYTES,
     COUNT,
+    RATE,
     SECONDS,
     SECRET,
     Address,
@@ -109,6 +110,15 @@ class Config:
         64 * 1024, BYTES, "longest frame, newline included", check=_at_least_two_bytes
     )
     max_rooms: int = option(128, COUNT, "rooms per connection")
+    frame_rate: float = option(
+        100.0,
+        RATE,
+        "frame budget of a client connection: frames per second it may send, sustained "
+        "(`rate_limited` past it and `frame-burst`)",
+    )
+    frame_burst: int = option(
+        1000, COUNT, "frame budget of a client connection: frames it may send at once"
+    )
     buffer_bytes: int = option(1024 * 1024, BYTES, "outbound bytes held per connection")
     overflow: Overflow = option(
         "disconnect",
@@ -131,8 +141,11 @@ class Config:
     replay_window: float = option(
         30.0, SECONDS, "signed UDP pushes: accepted `ts` skew, and how long an `id` is kept"
     )
-    replay_capacity: int = option(
-        100_000, COUNT, "signed UDP pushes: most `id`s kept for replay detection"
+    replay_memory: int = option(
+        32 * 1024 * 1024,
+        BYTES,
+        "signed UDP pushes: memory for the `id`s kept for replay detection "
+        "(`replay_cache_full` past it)",
     )
 
     def __post_init__(self) -> None:
@@ -151,6 +164,8 @@ class Config:
             handshake_timeout=self.handshake_timeout,
             heartbeat=self.heartbeat,
             idle_timeout=self.effective_idle_timeout,
+            frame_rate=self.frame_rate,
+            frame_burst=self.frame_burst,
         )
 
     def check_startable(self) -> None:

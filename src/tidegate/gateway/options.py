@@ -21,6 +21,7 @@ __all__ = [
     "ADDRESS",
     "BYTES",
     "COUNT",
+    "RATE",
     "SECONDS",
     "SECRET",
     "Address",
@@ -241,6 +242,23 @@ def _check_seconds(value: object) -> None:
         raise ValueError(f"expected a positive number of seconds, got {value!r}")
 
 
+def _parse_rate(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number per second, got {text!r}") from None
+
+
+def _check_rate(value: object) -> None:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"expected a positive number per second, got {value!r}")
+
+
 def _parse_secret(text: str) -> str | None:
     return text or None
 
@@ -262,6 +280,7 @@ COUNT: Final = Kind("N", _parse_int, _check_positive_int)
 BYTES: Final = Kind("BYTES", _parse_int, _check_positive_int)
 SECONDS: Final = Kind("S", _parse_seconds, _check_seconds, lambda value: f"{value:g}")
 SECRET: Final = Kind("S", _parse_secret, _check_secret, none_allowed=True)
+RATE: Final = Kind("N", _parse_rate, _check_rate, lambda value: f"{value:g}")
 
 
 def choice(values: tuple[str, ...]) -> Kind:

@@ -107,6 +107,7 @@ class Gateway:
             counters=self.counters,
             clock=_loop_time,
             new_session=sessions.__next__,
+            call_soon=_call_soon,
         )
         self._listener: TcpListener | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
@@ -149,7 +150,7 @@ class Gateway:
                 verifier = DatagramVerifier(
                     secret=config.secret.encode() if config.secret else None,
                     window=config.replay_window,
-                    replay_capacity=config.replay_capacity,
+                    replay_bytes=config.replay_memory,
                 )
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: PushDatagramProtocol(

@@ -3,6 +3,12 @@
 `ClientProtocol` implements the transport seam's `Client` and is built with a `ClientHost`
 (client.py). Inbound bytes go to the sans-I/O protocol core; its events update the registry.
 
+Inbound path: a read is handled `INPUT_SLICE` frames at a time. When a read holds more, the
+connection stops reading and goes on in a later loop turn (`call_soon`), one slice per turn,
+so one client's burst never holds the loop while others wait; it reads again once the core
+has handled everything. It also stops reading while its transport is paused for writing: a
+client that does not take its replies cannot make us build more of them.
+
 Outbound path: the first frame for a connection in a loop turn is written through at once;
 later frames in the same turn are appended to a per-connection list and the connection asks
 the `TurnBatcher` to flush it at the end of the turn, so a burst leaves in two
@@ -19,10 +25,15 @@ import asyncio
 import math
 from typing import cast
 
+from tidegate.gateway.batching import Cancellable
 from tidegate.gateway.client import ClientHost
 from tidegate.protocol import Closing, Connection, ErrorCode, Joined, Left, Opened, State
 
-__all__ = ["ClientProtocol"]
+__all__ = ["INPUT_SLICE", "ClientProtocol"]
+
+# Frames of one connection handled per loop turn: ~0.1 ms of work for pings (measured by
+# bench.gateway_fairness), enough to amortise the turn; a 256 KiB read of pings takes ~150.
+INPUT_SLICE = 128
 
 # `_through_turn` while a frame may not be written through: the transport is paused, frames
 # are queued (they must leave first), or the connection no longer sends.
@@ -34,11 +45,13 @@ class ClientProtocol(asyncio.Protocol):
         "_dirty",
         "_host",
         "_in_transport",
+        "_input_turn",
         "_limit",
         "_linger_deadline",
         "_paused",
         "_queue",
         "_queued",
+        "_reading_paused",
         "_sendable",
         "_stall_drained",
         "_stall_since",
@@ -52,7 +65,7 @@ class ClientProtocol(asyncio.Protocol):
     def __init__(self, host: ClientHost) -> None:
         self._host = host
         self._turns = host.turns  # read on every delivery
-        self.transport: asyncio.WriteTransport | None = None
+        self.transport: asyncio.Transport | None = None
         self.core: Connection | None = None
         # A list, not a deque: an empty deque costs ~600 bytes per idle connection, and
         # dropping from the front only happens on overflow, in one slice deletion.
@@ -71,12 +84,14 @@ class ClientProtocol(asyncio.Protocol):
         self._stall_since = math.inf
         self._stall_drained = 0
         self._linger_deadline = math.inf
+        self._input_turn: Cancellable | None = None  # the next slice of input, scheduled
+        self._reading_paused = False
 
     # -- asyncio.Protocol callbacks ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         host = self._host
-        self.transport = cast(asyncio.WriteTransport, transport)
+        self.transport = cast(asyncio.Transport, transport)
         high = max(host.settings.buffer_bytes // 4, 1)
         self.transport.set_write_buffer_limits(high=high, low=high // 4)
         self.core = Connection(
@@ -94,11 +109,15 @@ class ClientProtocol(asyncio.Protocol):
             self.close(refusal, "the gateway is shutting down")
 
     def data_received(self, data: bytes) -> None:
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         core = self.core
         assert core is not None
-        events = core.receive_data(data, self._host.clock())
+        host = self._host
+        events = core.receive_data(data, host.clock(), max_frames=INPUT_SLICE)
         closing: Closing | None = None
-        registry = self._host.registry
+        registry = host.registry
         for event in events:
             if type(event) is Opened:
                 registry.add(self, event.user)
@@ -113,8 +132,32 @@ class ClientProtocol(asyncio.Protocol):
             self._finish_close(closing.code, reply)
         elif reply:
             self.send_frame(reply)
+        if core.input_pending and self._input_turn is None:
+            self._input_turn = host.call_soon(self._receive_next_slice)
+        self._update_reading()
+
+    def _receive_next_slice(self) -> None:
+        self._input_turn = None
+        if self.core is not None and self.core.input_pending:
+            self._receive(b"")
+
+    def _update_reading(self) -> None:
+        """Read while there is no input left to handle and the transport takes our writes;
+        always once closing, to discard what the peer still sends."""
+        paused = self._sendable and (self._input_turn is not None or self._paused)
+        transport = self.transport
+        if paused is self._reading_paused or transport is None or transport.is_closing():
+            return
+        self._reading_paused = paused
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def eof_received(self) -> bool:
+        if self.core is not None and self.core.state is State.CLOSING:
+            self.core.peer_gone()
+            return False  # our close was under way: the transport closes once it is flushed
         self._peer_gone("peer_eof")
         # End of stream ends the session at once (contract): frames still queued for a client
         # that is leaving are dropped, and if the transport still holds bytes, a graceful close
@@ -126,6 +169,9 @@ class ClientProtocol(asyncio.Protocol):
         return False  # let the transport close our side now
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._input_turn is not None:
+            self._input_turn.cancel()
+            self._input_turn = None
         self._peer_gone("peer_reset" if exc is not None else "peer_eof")
         if self.core is not None:
             self.core.transport_closed()
@@ -136,10 +182,12 @@ class ClientProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._paused = True
         self._through_turn = _NEVER
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
         self.flush()
+        self._update_reading()
 
     # -- outbound ------------------------------------------------------------------------
 
@@ -264,7 +312,15 @@ class ClientProtocol(asyncio.Protocol):
         if last and not transport.is_closing():
             # Past the bound by at most one error frame; the linger below caps how long.
             transport.write(last)
-        transport.close()
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+        else:
+            # Half-close: the error frame, then FIN, and reading goes on (discarding) until
+            # the peer closes too or the linger runs out. Closing at once would make the
+            # kernel answer what the client still sends (the rest of a flood, a pipelined
+            # frame) with a reset, which destroys the error frame before it is read.
+            transport.write_eof()
+            self._update_reading()
         self._linger_deadline = host.clock() + host.settings.close_linger
         host.admission.mark_closing(self)
 

@@ -10,6 +10,13 @@ is not in the table is a bug in our code (`UsageError`), never something a peer 
 The adapter feeds bytes with `receive_data(data, now)`, acts on the returned events (register a
 user, join a room, close the transport), sends what `data_to_send()` returns, and calls
 `check_timeouts(now)` from its sweeper. Time is always passed in.
+
+Fairness is the core's too, in two parts. `receive_data(..., max_frames=n)` handles at most
+`n` frames and keeps the rest of the input (`input_pending`), so an adapter can serve other
+connections before it goes on with `receive_data(b"", now, max_frames=n)`. And every frame
+spends one token of the connection's frame budget, a token bucket of `Limits.frame_burst`
+tokens refilled at `Limits.frame_rate` per second: a frame with no token left closes the
+connection with `rate_limited`.
 """
 
 from __future__ import annotations
@@ -118,6 +125,8 @@ class Limits:
     handshake_timeout: float
     heartbeat: float
     idle_timeout: float
+    frame_rate: float  # frame budget: tokens added per second ...
+    frame_burst: int  # ... up to this many (a new connection starts full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +163,8 @@ class Connection:
         "_lines",
         "_outgoing",
         "_rooms",
+        "_tokens",
+        "_tokens_at",
         "allowed_rooms",
         "expires_at",
         "last_seen",
@@ -171,7 +182,12 @@ class Connection:
         self.limits = limits
         self._authenticate = authenticate
         self._lines = LineSplitter(max_line=limits.max_line)
-        self._outgoing = b""
+        # Replies of one read are collected and joined once: `bytes +=` would copy the whole
+        # output again for every frame, quadratic in the frames of a read. None while empty,
+        # so an idle connection carries no list.
+        self._outgoing: list[bytes] | None = None
+        self._tokens = float(limits.frame_burst)
+        self._tokens_at = now
         self.state = State.HANDSHAKE
         self.opened_at = now
         self.last_seen = now
@@ -192,6 +208,15 @@ class Connection:
         return self._lines.buffered
 
     @property
+    def input_pending(self) -> bool:
+        """Input was received that `receive_data` has not handled yet (it stopped at
+        `max_frames`); more calls with no new data handle it. False once the connection is
+        closing: what it sent after that is never read."""
+        return self._lines.unread > 0 and (
+            self.state is State.OPEN or self.state is State.HANDSHAKE
+        )
+
+    @property
     def rooms(self) -> Collection[str]:
         """The rooms this connection joined (read-only view)."""
         return _NO_ROOMS if self._rooms is None else self._rooms
@@ -199,26 +224,61 @@ class Connection:
     def data_to_send(self) -> bytes:
         """Everything the core wants written since the last call, as one chunk."""
         out = self._outgoing
-        self._outgoing = b""
-        return out
+        if out is None:
+            return b""
+        self._outgoing = None
+        return out[0] if len(out) == 1 else b"".join(out)
 
-    def receive_data(self, data: bytes, now: float) -> list[Event]:
-        """Consume bytes from the peer; return what the adapter must act on."""
+    def receive_data(self, data: bytes, now: float, *, max_frames: int = -1) -> list[Event]:
+        """Consume bytes from the peer; return what the adapter must act on.
+
+        With `max_frames` >= 0, at most that many frames are handled; the rest of the input
+        is kept (`input_pending`) for the next call, which may pass no new data.
+        """
         if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
             # Bytes racing our own close are not worth reading.
             return []
         events: list[Event] = []
+        lines = self._lines
         try:
-            for line in self._lines.feed(data):
+            lines.feed(data)
+            while max_frames != 0:
+                line = lines.next_line()
+                if line is None:
+                    break
+                max_frames -= 1
                 # Only a whole frame is a sign of life: a byte now and then without a newline
                 # must not hold a connection slot forever (slowloris).
                 self.last_seen = now
+                if not self._spend_token(now):
+                    limits = self.limits
+                    events.append(
+                        self._error_close(
+                            ErrorCode.RATE_LIMITED,
+                            f"more than {limits.frame_burst} frames at once or "
+                            f"{limits.frame_rate:g} frames/s",
+                        )
+                    )
+                    break
                 self._receive_line(line, events, now)
                 if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
                     break
         except LineTooLong as exc:
             events.append(self._error_close(exc.code, exc.detail))
         return events
+
+    def _spend_token(self, now: float) -> bool:
+        """Take one token from the frame budget; False when none is left."""
+        tokens = self._tokens
+        limits = self.limits
+        if now > self._tokens_at:
+            tokens = min(tokens + (now - self._tokens_at) * limits.frame_rate, limits.frame_burst)
+            self._tokens_at = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
 
     def _receive_line(self, line: bytes, events: list[Event], now: float) -> None:
         try:
@@ -263,7 +323,10 @@ class Connection:
             events.append(self._error_close(ErrorCode.BAD_FRAME, "hello was already received"))
 
     def _send(self, data: bytes) -> None:
-        self._outgoing += data
+        if self._outgoing is None:
+            self._outgoing = [data]
+        else:
+            self._outgoing.append(data)
 
     def _join(self, room: str, events: list[Event]) -> None:
         rooms = self._rooms
@@ -328,9 +391,9 @@ class Connection:
     def peer_gone(self) -> None:
         """The peer sent EOF or reset: nothing more will be read or delivered."""
         self._go(Input.PEER_GONE)
-        self._outgoing = b""
+        self._outgoing = None
 
     def transport_closed(self) -> None:
         """Our own close finished (flushed, lingered out or aborted)."""
         self._go(Input.TRANSPORT_CLOSED)
-        self._outgoing = b""
+        self._outgoing = None

@@ -45,6 +45,7 @@ class ErrorCode(enum.StrEnum):
     SLOW_CONSUMER = "slow_consumer"
     SERVER_SHUTDOWN = "server_shutdown"
     TOO_MANY_CONNECTIONS = "too_many_connections"
+    RATE_LIMITED = "rate_limited"
     TOO_MANY_ROOMS = "too_many_rooms"
     FORBIDDEN_ROOM = "forbidden_room"
 

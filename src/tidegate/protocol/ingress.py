@@ -10,6 +10,7 @@ import enum
 import hashlib
 import heapq
 import hmac
+import sys
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -18,6 +19,7 @@ import msgspec
 from tidegate.protocol.errors import PeerError, UsageError
 
 __all__ = [
+    "MAX_ID_BYTES",
     "BadPush",
     "DatagramVerifier",
     "Push",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 SIGNATURE_HEX_LEN: Final = 64
+MAX_ID_BYTES: Final = 128  # the contract's limit on a push `id`, in UTF-8 bytes
 
 
 class RejectReason(enum.StrEnum):
@@ -40,6 +43,7 @@ class RejectReason(enum.StrEnum):
     BAD_JSON = "bad_json"
     BAD_BODY = "bad_body"
     BAD_TARGET = "bad_target"
+    BAD_ID = "bad_id"
     STALE = "stale"
     REPLAY = "replay"
     REPLAY_CACHE_FULL = "replay_cache_full"
@@ -119,8 +123,12 @@ def parse_push(body: bytes | memoryview) -> tuple[Push, Target]:
         raise BadPush(RejectReason.BAD_JSON, "invalid JSON") from None
     except RecursionError:  # msgspec's answer to a few thousand nested brackets
         raise BadPush(RejectReason.BAD_JSON, "JSON nested too deeply") from None
-    if push.id is not None and not push.id:
-        raise BadPush(RejectReason.BAD_BODY, "`id` must be a non-empty string")
+    if push.id is not None:
+        if not push.id:
+            raise BadPush(RejectReason.BAD_BODY, "`id` must be a non-empty string")
+        # A character is at most 4 bytes: up to 32 characters need no encoding to be sure.
+        if len(push.id) > MAX_ID_BYTES // 4 and len(push.id.encode()) > MAX_ID_BYTES:
+            raise BadPush(RejectReason.BAD_ID, f"`id` longer than {MAX_ID_BYTES} bytes")
     return push, parse_target(push.to)
 
 
@@ -153,18 +161,24 @@ def sign(secret: bytes, body: bytes) -> bytes:
 
 
 class ReplayCache:
-    """Ids seen recently, each remembered until its expiry time; bounded in entries.
+    """Ids seen recently, each remembered until its expiry time; bounded in bytes.
 
-    When full of unexpired ids, `add` refuses (fail closed) instead of forgetting an id
-    that could still be replayed.
+    `size` is the memory the cache holds for its ids, counted per entry as the id string's
+    own size plus `ENTRY_OVERHEAD` (its share of the dict, the heap entry, the expiry time:
+    measured at about 125 bytes, tests check the count is an upper bound). When the next id
+    would take it past `max_bytes` while every id held can still be replayed, `add` refuses
+    (fail closed) instead of forgetting one.
     """
 
-    __slots__ = ("_expiry", "_heap", "capacity")
+    ENTRY_OVERHEAD: Final = 192
 
-    def __init__(self, *, capacity: int) -> None:
-        if capacity < 1:
-            raise UsageError("capacity must be positive")
-        self.capacity = capacity
+    __slots__ = ("_expiry", "_heap", "max_bytes", "size")
+
+    def __init__(self, *, max_bytes: int) -> None:
+        if max_bytes < 1:
+            raise UsageError("max_bytes must be positive")
+        self.max_bytes = max_bytes
+        self.size = 0
         self._expiry: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
 
@@ -174,19 +188,27 @@ class ReplayCache:
     def __contains__(self, id: str) -> bool:
         return id in self._expiry
 
+    @classmethod
+    def cost(cls, id: str) -> int:
+        """What holding `id` counts for in `size`."""
+        return sys.getsizeof(id) + cls.ENTRY_OVERHEAD
+
     def prune(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] < now:
             expiry, id = heapq.heappop(heap)
             if self._expiry.get(id) == expiry:
                 del self._expiry[id]
+                self.size -= self.cost(id)
 
     def add(self, id: str, expires_at: float, now: float) -> bool:
         """Remember `id`; False if it is already known or the cache is full."""
         self.prune(now)
-        if id in self._expiry or len(self._expiry) >= self.capacity:
+        cost = self.cost(id)
+        if id in self._expiry or self.size + cost > self.max_bytes:
             return False
         self._expiry[id] = expires_at
+        self.size += cost
         heapq.heappush(self._heap, (expires_at, id))
         return True
 
@@ -198,14 +220,14 @@ class DatagramVerifier:
     Without a secret the body is taken as is (the adapter only allows that on loopback).
     """
 
-    __slots__ = ("_replays", "_secret", "window")
+    __slots__ = ("_secret", "replays", "window")
 
     def __init__(
-        self, *, secret: bytes | None, window: float = 30.0, replay_capacity: int = 100_000
+        self, *, secret: bytes | None, window: float = 30.0, replay_bytes: int = 32 << 20
     ) -> None:
         self._secret = secret
         self.window = window
-        self._replays = ReplayCache(capacity=replay_capacity)
+        self.replays = ReplayCache(max_bytes=replay_bytes)
 
     def verify(self, datagram: bytes, now: float) -> tuple[Push, Target]:
         if self._secret is None:
@@ -225,9 +247,14 @@ class DatagramVerifier:
         # An id is refused for a whole window after it was accepted, whatever `ts` a later
         # push with it carries; and a replay of this very datagram carries the same signed ts,
         # so once now > ts + window the window check rejects it. Past both, it can be forgotten.
-        self._replays.prune(now)
-        if push.id in self._replays:
+        replays = self.replays
+        replays.prune(now)
+        if push.id in replays:
             raise Rejected(RejectReason.REPLAY, f"id {push.id!r} already seen")
-        if not self._replays.add(push.id, max(push.ts, now) + self.window, now):
-            raise Rejected(RejectReason.REPLAY_CACHE_FULL, "too many recent ids")
+        if not replays.add(push.id, max(push.ts, now) + self.window, now):
+            raise Rejected(
+                RejectReason.REPLAY_CACHE_FULL,
+                f"the ids of the last {self.window:g} s fill the replay cache "
+                f"({replays.max_bytes} bytes)",
+            )
         return push, target
