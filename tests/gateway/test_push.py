@@ -90,6 +90,66 @@ async def test_frames_queued_in_one_turn_leave_together() -> None:
         await alice.close()
 
 
+async def test_mixed_targets_in_one_turn_arrive_in_the_order_they_were_accepted() -> None:
+    async with open_gateway(config()) as gw:
+        phone = await Client.hello(gw.tcp_address, "alice")
+        laptop = await Client.hello(gw.tcp_address, "alice")
+        bob = await Client.hello(gw.tcp_address, "bob")
+        carol = await Client.hello(gw.tcp_address, "carol")
+        await phone.join("r")
+        await bob.join("r")
+        await bob.join("q")
+        targets = ["all", "user:alice", "room:r", "user:bob", "room:q", "user:carol"]
+        reaches = {
+            "all": [phone, laptop, bob, carol],
+            "user:alice": [phone, laptop],
+            "room:r": [phone, bob],
+            "user:bob": [bob],
+            "room:q": [bob],
+            "user:carol": [carol],
+        }
+        expected: dict[Client, list[int]] = {c: [] for c in (phone, laptop, bob, carol)}
+        for n in range(300):  # all in one loop turn: nothing awaits in between
+            to = targets[(n * 7 + n // 5) % len(targets)]
+            assert gw.push(to, n).delivered == len(reaches[to])
+            for client in reaches[to]:
+                expected[client].append(n)
+
+        async def read(client: Client) -> list[int]:
+            return [(await client.recv())["data"] for _ in expected[client]]
+
+        for client in expected:
+            assert await read(client) == expected[client]
+            await client.roundtrip()  # nothing more was sent
+            await client.close()
+
+
+async def test_a_mixed_http_batch_replies_who_took_each_item_and_keeps_order() -> None:
+    async with open_gateway(config(http=("127.0.0.1", 0))) as gw:
+        alice = await Client.hello(gw.tcp_address, "alice")
+        bob = await Client.hello(gw.tcp_address, "bob")
+        await bob.join("r")
+        batch = [
+            {"to": ["all", "room:r", "user:alice", "user:nobody"][n % 4], "data": n}
+            for n in range(200)
+        ]
+        async with (
+            http_session() as session,
+            session.post(url(gw.http_address, "/v1/push"), json=batch) as response,
+        ):
+            assert response.status == 200
+            replies = await response.json()
+        assert [r["delivered"] for r in replies] == [[2, 1, 1, 0][n % 4] for n in range(200)]
+        assert [(await alice.recv())["data"] for _ in range(100)] == [
+            n for n in range(200) if n % 4 in (0, 2)
+        ]
+        assert [(await bob.recv())["data"] for _ in range(100)] == [
+            n for n in range(200) if n % 4 in (0, 1)
+        ]
+        await alice.close()
+        await bob.close()
+
+
 async def test_push_api_errors_and_raw_data() -> None:
     async with open_gateway(config(http=("127.0.0.1", 0))) as gw:
         alice = await Client.hello(gw.tcp_address, "alice")

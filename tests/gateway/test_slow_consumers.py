@@ -99,6 +99,63 @@ async def test_20_mib_broadcast_with_a_client_that_never_reads(policy: str) -> N
         await normal.close()
 
 
+@pytest.mark.parametrize("policy", OVERFLOW_POLICIES)
+async def test_room_and_unicast_pushes_with_a_room_member_that_never_reads(policy: str) -> None:
+    # Room pushes go through the shared frames of each turn, unicasts to the reader in
+    # between; the stuck member congests and takes each room push under its policy. The
+    # reader gets everything in order; `delivered` counts exactly who took each push.
+    cfg = config(overflow=policy, buffer_bytes=MIB, write_timeout=60.0)
+    pushes = PUSHES  # >= 20 MiB: more than the kernel buffers hold
+    async with open_gateway(cfg) as gw:
+        normal = await Client.hello(gw.tcp_address, "normal")
+        stuck = await stuck_client(gw, "stuck")
+        await normal.join("r")
+        await stuck.send({"op": "join", "room": "r"})
+        assert (await stuck.recv())["op"] == "joined"
+        received = 0
+        progress = asyncio.Event()
+        taken_by_stuck = 0
+
+        async def read_normal() -> None:
+            nonlocal received
+            while received < pushes:
+                frame = await normal.recv()
+                assert frame["data"] == [received, PAYLOAD]
+                received += 1
+                progress.set()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(read_normal())
+            for n in range(pushes):
+                if n % 3 == 2:
+                    assert gw.push("user:normal", [n, PAYLOAD]).delivered == 1
+                else:
+                    delivered = gw.push("room:r", [n, PAYLOAD]).delivered
+                    assert delivered in (1, 2)
+                    taken_by_stuck += delivered - 1
+                assert gw.statistics().max_buffered_bytes <= cfg.buffer_bytes + 256
+                while received < n - 16:
+                    progress.clear()
+                    await asyncio.wait_for(progress.wait(), TIMEOUT)
+        stats = gw.statistics()
+        room_pushes = pushes - pushes // 3
+        if policy == "disconnect":
+            assert stats.disconnects["slow_consumer"] == 1 and stats.drops == {}
+            await read_until_closed(stuck)
+        else:
+            assert stats.drops[policy] > 0
+            got = await drain_stuck(gw, stuck)
+            assert got == sorted(set(got)) and all(n % 3 != 2 for n in got)
+            if policy == "drop-newest":
+                assert len(got) == taken_by_stuck < room_pushes
+            else:
+                # Each evicted frame was taken first; refused ones never were.
+                assert len(got) + stats.drops[policy] >= taken_by_stuck > len(got)
+            await stuck.close()
+        assert stats.deliveries == received + taken_by_stuck
+        await normal.close()
+
+
 async def drain_stuck(gw: Gateway, stuck: Client) -> list[int]:
     """Let the stuck client read again; a final marker push tells it when it has it all."""
     got: list[int] = []

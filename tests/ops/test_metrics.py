@@ -178,6 +178,7 @@ def test_adapts_the_gateway_statistics_snapshot() -> None:
         pushes=MappingProxyType({"udp": 3}),
         pushes_by_target=MappingProxyType({"all": 3}),
         deliveries=6,
+        fanout_yields=0,
         drops=MappingProxyType({}),
         disconnects=MappingProxyType({"peer_eof": 6}),
         rejections=MappingProxyType({"replay": 1}),

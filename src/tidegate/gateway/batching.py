@@ -1,27 +1,64 @@
 """Per-loop-turn write batching: the one object that knows about loop turns.
 
-The first frame a connection gets in a loop turn is written through at once; the frames that
-follow in the same turn are queued on the connection, which asks `flush_at_end_of_turn` to be
-flushed once, at the end of the turn, in one more write (tcp.py). `TurnBatcher` holds what
-that takes: the turn counter connections compare against, the flush scheduled with one
-`call_soon` per turn, the connections to flush, and the accepted pushes whose latency that
-flush ends (`tidegate_push_write_latency_seconds`).
+Fan-out costs one `transport.write` per connection per loop turn, whatever the number of
+pushes in that turn. Two kinds of frames get there:
+
+- **Shared frames**: a push to a room or to everyone is appended once to the open *epoch* (the
+  frames of this turn), in a group per target set, and never touches a connection. At the end
+  of the turn each group's frames are joined once, and each member is handed the joined bytes
+  in one write (`take_shared`). A connection in several groups of an epoch gets its frames
+  merged in the order they were accepted.
+- **Own frames** (unicast, replies, and shared frames moved over by `settle`): per connection,
+  in `send_frame` (tcp.py): the first of a turn is written through at once, later ones are
+  queued and written at the end of the turn (`flush_at_end_of_turn`).
+
+Every shared frame gets a sequence number; each connection's `settled` is the last sequence
+number already accounted for in its own output. Before anything could reorder or misdirect its
+frames (an own frame, a change of its rooms, a paused transport), a connection is *settled*:
+the shared frames still pending for it are moved into its own queue, in order. So each client
+sees pushes in the order the gateway accepted them, unicast and broadcast interleaved, exactly
+once, and a connection that joins a room after a push does not get it.
+
+Bounded memory and exact `delivered` counts come from a split of `buffer_bytes` (`split`):
+a connection whose transport is not paused holds at most a quarter in the transport (its
+high-water mark) and at most a quarter in its own queue, and all pending shared frames
+together stay under the remaining half. Such a *clear* connection can take every shared frame
+without a check. A connection past either quarter is *congested*: it is settled and takes each
+frame through `send_frame`, with the byte bound and overflow policy applied per frame, as the
+fan-out calls it for every congested member before appending a shared frame.
+
+A turn's work holds the loop for at most `budget` seconds (checked every `_SLICE`
+connections): past it, the rest continues at the next turn (one `call_soon`), after the loop
+has served everything else, and pushes accepted meanwhile go into the next epoch, behind. A
+flush that yields is counted (`fanout_yields`). Past the shared half, the pending work is
+finished at once (`drain`) before a new frame is taken: memory stays bounded when producers
+outrun the flush.
 
 Nothing here awaits; the only timer is the `call_soon` handle, cancelled by `close()`.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
-from typing import Protocol
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Collection
+from operator import itemgetter
+from typing import NamedTuple, Protocol
 
-__all__ = ["CallSoon", "Cancellable", "Flushable", "TurnBatcher"]
+from tidegate.gateway.registry import Sink
 
+__all__ = [
+    "BufferSplit",
+    "CallSoon",
+    "Cancellable",
+    "TurnBatcher",
+    "split",
+]
 
-class Flushable(Protocol):
-    def flush(self) -> None:
-        """Hand everything queued to the transport in one write."""
+# Connections handed their bytes between two looks at the clock.
+_SLICE = 128
 
 
 class Cancellable(Protocol):
@@ -32,37 +69,223 @@ class Cancellable(Protocol):
 CallSoon = Callable[[Callable[[], None]], Cancellable]
 
 
-class TurnBatcher:
-    """Flushes the connections that queued frames this turn, once, when the turn ends.
+class BufferSplit(NamedTuple):
+    """How `buffer_bytes` is shared out so that a clear connection never needs a check."""
 
-    `turn` counts flushes: a connection that wrote through in turn `t` queues its next frame
-    until `turn` moves past `t`. `flush_pending` is a plain attribute because the fan-out
-    path reads it once per delivery.
+    transport_high: int  # the transport's high-water mark: pause above it
+    own: int  # own queue of a clear connection; above it, it is congested
+    shared: int  # all pending shared frames together
+
+
+def split(buffer_bytes: int) -> BufferSplit:
+    quarter = max(buffer_bytes // 4, 1)
+    return BufferSplit(quarter, quarter, max(buffer_bytes - 2 * quarter, 0))
+
+
+class _Group:
+    """The shared frames of one epoch for one target set (a room's members, or everyone)."""
+
+    __slots__ = ("data", "frames", "members", "seqs")
+
+    def __init__(self, members: Collection[Sink]) -> None:
+        self.members = members  # the registry's live set: membership changes settle first
+        self.seqs: list[int] = []
+        self.frames: list[bytes] = []
+        self.data = b""  # the frames joined, once the epoch is flushed
+
+    def after(self, seq: int) -> int:
+        """Index of the first frame later than `seq`."""
+        return 0 if seq < self.seqs[0] else bisect_right(self.seqs, seq)
+
+    def tail(self, seq: int) -> bytes:
+        """The joined frames later than `seq`."""
+        if seq < self.seqs[0]:
+            return self.data
+        return b"".join(self.frames[bisect_right(self.seqs, seq) :])
+
+
+class _Epoch:
+    """The shared frames accepted in one loop turn, and how far their flush has got."""
+
+    __slots__ = (
+        "by_members",
+        "first",
+        "groups",
+        "last",
+        "marks",
+        "members",
+        "position",
+        "size",
+        "where",
+    )
+
+    def __init__(self) -> None:
+        self.groups: list[_Group] = []
+        self.by_members: dict[int, _Group] = {}  # id() of the live set; the group holds it
+        self.first = 0
+        self.last = 0
+        self.size = 0
+        # perf_counter() of each push of the turn; their latency ends with this flush.
+        self.marks: list[float] = []
+        # Who is handed what, fixed when the flush begins (the live sets may change before a
+        # later slice runs): one group's members, or each member with its groups.
+        self.members: tuple[Sink, ...] | None = None
+        self.where: tuple[tuple[Sink, list[_Group]], ...] | None = None
+        self.position = 0  # how many of them have had their turn
+
+
+def _later(groups: list[_Group], seq: int) -> list[bytes]:
+    """The frames of `groups` later than `seq`, in the order they were accepted."""
+    if len(groups) == 1:
+        group = groups[0]
+        return group.frames[group.after(seq) :]
+    pairs: list[tuple[int, bytes]] = []
+    for group in groups:
+        start = group.after(seq)
+        pairs.extend(zip(group.seqs[start:], group.frames[start:], strict=True))
+    pairs.sort(key=itemgetter(0))
+    return [frame for _, frame in pairs]
+
+
+def _merge(groups: list[_Group], seq: int) -> bytes:
+    return b"".join(_later(groups, seq))
+
+
+class TurnBatcher:
+    """Owns the shared frames, the connections to flush, and the end-of-turn flush.
+
+    `turn` counts end-of-turn runs: a connection that wrote through in turn `t` queues its
+    next frame until `turn` moves past `t`. `flush_pending`, `unflushed` (the sequence number
+    of the newest pending shared frame, 0 when none is pending) and `own_limit` are plain
+    attributes because the per-frame path reads them on every frame.
     """
 
     __slots__ = (
+        "_budget",
         "_call_soon",
+        "_clock",
         "_dirty",
         "_handle",
-        "_marks",
         "_observe_latency",
+        "_on_yield",
+        "_open",
+        "_sealed",
+        "congested",
         "flush_pending",
+        "own_limit",
+        "seq",
+        "shared_bytes",
+        "shared_limit",
         "turn",
+        "unflushed",
     )
 
-    def __init__(self, *, call_soon: CallSoon, observe_latency: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        *,
+        call_soon: CallSoon,
+        observe_latency: Callable[[float], None],
+        buffer_bytes: int,
+        budget: float = 0.02,
+        clock: Callable[[], float] = time.perf_counter,
+        on_yield: Callable[[], None] | None = None,
+    ) -> None:
         self._call_soon = call_soon
         self._observe_latency = observe_latency
-        self._dirty: list[Flushable] = []
-        # perf_counter() of each push that reached someone this turn; the flush at the end
-        # of the turn has written all of their frames (or queued them behind flow control).
-        self._marks: list[float] = []
+        self._budget = budget
+        self._clock = clock
+        self._on_yield = on_yield
+        parts = split(buffer_bytes)
+        self.own_limit = parts.own
+        self.shared_limit = parts.shared
+        self._dirty: list[Sink] = []
+        self._open: _Epoch | None = None
+        self._sealed: deque[_Epoch] = deque()
         self._handle: Cancellable | None = None
+        self.congested: set[Sink] = set()
+        self.seq = 0
+        self.unflushed = 0
+        self.shared_bytes = 0
         self.turn = 0
         self.flush_pending = False
 
-    def flush_at_end_of_turn(self, client: Flushable) -> None:
-        """Flush `client` when this loop turn ends (each client asks at most once a turn)."""
+    # -- what the fan-out calls ------------------------------------------------------------
+
+    def share(self, members: Collection[Sink], frame: bytes) -> int:
+        """Deliver `frame` to every connection in `members` (a live set of the registry);
+        returns how many took it. Never blocks, never writes for clear connections."""
+        size = len(frame)
+        if self.shared_bytes + size > self.shared_limit:
+            if self.shared_bytes:
+                self.drain()
+            if size > self.shared_limit:  # too big to share: each member's own bound decides
+                return [sink.send_frame(frame) for sink in tuple(members)].count(True)
+        delivered = len(members)
+        seq = self.seq + 1
+        congested = self.congested
+        if congested:
+            if len(congested) <= delivered:
+                hits = [sink for sink in congested if sink in members]
+            else:
+                hits = [sink for sink in members if sink in congested]
+            for sink in hits:
+                if not sink.send_frame(frame):
+                    delivered -= 1
+                sink.settled = seq  # took it (or not) on its own: not in the shared flush
+        self.seq = self.unflushed = seq
+        epoch = self._open
+        if epoch is None:
+            epoch = self._open = _Epoch()
+        if not epoch.first:
+            epoch.first = seq
+        epoch.last = seq
+        epoch.size += size
+        self.shared_bytes += size
+        group = epoch.by_members.get(id(members))
+        if group is None:
+            group = epoch.by_members[id(members)] = _Group(members)
+            epoch.groups.append(group)
+        group.seqs.append(seq)
+        group.frames.append(frame)
+        if not self.flush_pending:
+            self._schedule()
+        return delivered
+
+    def pushed(self, mark: float) -> None:
+        """A push reached someone; its latency, from `mark` (perf_counter), ends with the
+        flush of this turn's frames, even when every target is paused and nothing writes."""
+        epoch = self._open
+        if epoch is None:
+            epoch = self._open = _Epoch()
+        epoch.marks.append(mark)
+        if not self.flush_pending:
+            self._schedule()
+
+    # -- what a connection calls -----------------------------------------------------------
+
+    def settle(self, client: Sink) -> None:
+        """Move the shared frames pending for `client` into its own queue, in order: before
+        its membership changes, before an own frame, when it congests."""
+        after = client.settled
+        if after >= self.unflushed:
+            return
+        client.settled = self.seq  # first: take_settled may call back (a congestion)
+        found: list[_Group] = []
+        epochs = list(self._sealed)
+        if self._open is not None:
+            epochs.append(self._open)
+        for epoch in epochs:
+            if epoch.last <= after:
+                continue
+            for group in epoch.groups:
+                if group.seqs[-1] > after and client in group.members:
+                    found.append(group)
+        if found:
+            frames = _later(found, after)
+            client.take_settled(frames, sum(map(len, frames)))
+
+    def flush_at_end_of_turn(self, client: Sink) -> None:
+        """Flush `client`'s own queue when this loop turn ends (each asks at most once)."""
         self._dirty.append(client)
         if not self.flush_pending:
             self._schedule()
@@ -72,30 +295,149 @@ class TurnBatcher:
         if not self.flush_pending:
             self._schedule()
 
-    def pushed(self, mark: float) -> None:
-        """A push reached someone; its latency, from `mark` (perf_counter), ends with this
-        turn's flush, even when every target is paused and nothing writes."""
-        self._marks.append(mark)
-        if not self.flush_pending:
-            self._schedule()
+    # -- the end of the turn ---------------------------------------------------------------
+
+    def behind(self) -> bool:
+        """More than one turn's shared frames wait for their flush, or half the shared bound
+        is used: a producer that can wait (an HTTP batch) should let the loop turn."""
+        return len(self._sealed) > 1 or self.shared_bytes * 2 > self.shared_limit
+
+    def drain(self) -> None:
+        """Finish all pending work now, whatever it costs."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._run(math.inf)
 
     def _schedule(self) -> None:
         self.flush_pending = True
-        self._handle = self._call_soon(self._flush)
+        self._handle = self._call_soon(self._end_of_turn)
 
-    def _flush(self) -> None:
+    def _end_of_turn(self) -> None:
+        self._run(self._budget)
+
+    def _run(self, budget: float) -> None:
         self._handle = None
         self.flush_pending = False
         self.turn += 1
+        deadline = self._clock() + budget
+        if self._open is not None:
+            self._sealed.append(self._open)
+            self._open = None
+        done = self._flush_own(deadline)
+        sealed = self._sealed
+        while done and sealed:
+            epoch = sealed[0]
+            done = self._flush_epoch(epoch, deadline)
+            if done:
+                sealed.popleft()
+                self.shared_bytes -= epoch.size
+                if epoch.marks:
+                    now = time.perf_counter()
+                    observe = self._observe_latency
+                    for mark in epoch.marks:
+                        observe(now - mark)
+        if not sealed and self._open is None:
+            self.unflushed = 0
+        if not done:
+            if self._on_yield is not None:
+                self._on_yield()
+            if not self.flush_pending:
+                self._schedule()
+
+    def _flush_own(self, deadline: float) -> bool:
         dirty, self._dirty = self._dirty, []
-        for client in dirty:
-            client.flush()
-        if self._marks:
-            marks, self._marks = self._marks, []
-            now = time.perf_counter()
-            observe = self._observe_latency
-            for mark in marks:
-                observe(now - mark)
+        clock = self._clock
+        for start in range(0, len(dirty), _SLICE):
+            if start and clock() >= deadline:
+                self._dirty[:0] = dirty[start:]  # they keep their place in the queue
+                return False
+            for client in dirty[start : start + _SLICE]:
+                client.flush()
+        return True
+
+    def _flush_epoch(self, epoch: _Epoch, deadline: float) -> bool:
+        """Hand every member its frames of `epoch` in one write; False if the budget ran
+        out first (the rest is kept in `epoch.todo`)."""
+        groups = epoch.groups
+        if not groups:
+            return True
+        if epoch.members is None and epoch.where is None:
+            for group in groups:
+                group.data = b"".join(group.frames)
+            if len(groups) == 1:
+                epoch.members = tuple(groups[0].members)
+            else:
+                where: dict[Sink, list[_Group]] = {}
+                for group in groups:
+                    for client in group.members:
+                        mine = where.get(client)
+                        if mine is None:
+                            where[client] = [group]
+                        else:
+                            mine.append(group)
+                epoch.where = tuple(where.items())
+        if epoch.members is not None:
+            return self._flush_group(epoch, epoch.members, deadline)
+        assert epoch.where is not None
+        return self._flush_groups(epoch, epoch.where, deadline)
+
+    def _flush_group(self, epoch: _Epoch, members: tuple[Sink, ...], deadline: float) -> bool:
+        """One group: every member not yet settled past it gets the same joined bytes."""
+        first, last = epoch.first, epoch.last
+        group = epoch.groups[0]
+        data = group.data
+        clock = self._clock
+        position = epoch.position
+        end = len(members)
+        while position < end:
+            if position != epoch.position and clock() >= deadline:
+                epoch.position = position
+                return False
+            for client in members[position : position + _SLICE]:
+                seen = client.settled
+                if seen < first:
+                    client.settled = last
+                    client.take_shared(data)
+                elif seen < last:  # settled in the middle of the epoch (an own frame)
+                    client.settled = last
+                    client.take_shared(group.tail(seen))
+            position += _SLICE
+        return True
+
+    def _flush_groups(
+        self,
+        epoch: _Epoch,
+        where: tuple[tuple[Sink, list[_Group]], ...],
+        deadline: float,
+    ) -> bool:
+        """Several groups: a member of one gets its bytes as they are; a member of several
+        gets their frames merged by sequence number (the same merge for the same groups)."""
+        first, last = epoch.first, epoch.last
+        merged: dict[tuple[int, ...], bytes] = {}
+        clock = self._clock
+        position = epoch.position
+        end = len(where)
+        while position < end:
+            if position != epoch.position and clock() >= deadline:
+                epoch.position = position
+                return False
+            for client, mine in where[position : position + _SLICE]:
+                seen = client.settled
+                if seen >= last:
+                    continue
+                client.settled = last
+                if len(mine) == 1:
+                    client.take_shared(mine[0].tail(seen))
+                elif seen < first:
+                    key = tuple(map(id, mine))
+                    data = merged.get(key)
+                    if data is None:
+                        data = merged[key] = _merge(mine, seen)
+                    client.take_shared(data)
+                else:
+                    client.take_shared(_merge(mine, seen))
+            position += _SLICE
+        return True
 
     def close(self) -> None:
         """Cancel a flush still scheduled (the gateway is shut down, its clients are gone)."""

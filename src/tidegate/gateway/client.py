@@ -7,13 +7,15 @@ new transport is a new module and a factory handed to its listener in `server.py
 
 Calls go both ways on the loop thread and never await:
 
-- gateway -> connection (`Client`): `send_frame` from the fan-out, `flush` at the end of a
-  loop turn (`TurnBatcher`), `sweep(now)` from the one sweeper, `close`/`abort` at shutdown,
+- gateway -> connection (`Client`): `send_frame` from the fan-out (own frames), `flush`,
+  `take_shared` and `take_settled` from the turn batcher (batching.py: the shared frames of a
+  loop turn, and `settled`), `sweep(now)` from the one sweeper, `close`/`abort` at shutdown,
   `buffered`/`is_open` for statistics;
 - connection -> gateway (`ClientHost`): `admission` on accept, close and loss of the transport;
   `registry` when hello, join, leave and close change who it is; `turns` to write through or
-  queue; `counters` for drops and disconnects; `clock` (loop time) for the protocol core;
-  `call_soon` to go on with its input in a later loop turn (input is handled in slices).
+  queue, to settle, and to say when it congests; `counters` for drops and disconnects;
+  `clock` (loop time) for the protocol core; `call_soon` to go on with its input in a later
+  loop turn (input is handled in slices).
 """
 
 from __future__ import annotations
@@ -41,9 +43,6 @@ class Client(Sink, Protocol):
 
     def buffered(self) -> int:
         """Outbound bytes held for this client right now (ours and the transport's)."""
-
-    def flush(self) -> None:
-        """Hand the frames queued this turn to the transport in one write."""
 
     def sweep(self, now: float) -> None:
         """Check the timeouts (handshake, idle, token expiry, write deadline, the closing

@@ -50,6 +50,11 @@ def _at_least_two_bytes(value: int) -> None:
         raise ValueError(f"must be at least 2 bytes, got {value}")
 
 
+def _positive(value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"must be more than 0, got {value:g}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Every gateway option with its default. Listeners set to None are not started."""
@@ -129,6 +134,13 @@ class Config:
         5.0,
         SECONDS,
         "a client with pending data that drains nothing this long is cut (`slow_consumer`)",
+    )
+    fanout_budget: float = option(
+        0.02,
+        SECONDS,
+        "longest a fan-out holds the event loop: past it, the rest of the flush waits for "
+        "the next loop turn, behind everything else",
+        check=_positive,
     )
     shutdown_timeout: float = option(
         5.0, SECONDS, "how long shutdown waits for the last frames to flush"

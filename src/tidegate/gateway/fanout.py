@@ -1,4 +1,4 @@
-"""Local delivery: a push to the connections of this node, encoded once, queued in one pass.
+"""Local delivery: a push to the connections of this node, encoded once.
 
 The broker (`broker.py`) decides which nodes a push goes to; on each node it ends here.
 """
@@ -20,10 +20,10 @@ Deliver = Callable[[Target, str, bytes], int]
 
 
 class LocalDelivery:
-    """Looks the target up in the registry, encodes the `msg` frame once and queues the same
-    bytes on every connection reached; counts the deliveries and marks the push for the
-    latency histogram. No await, no task: a push to 10k connections is one synchronous pass
-    of writes and list appends."""
+    """Looks the target up in the registry, encodes the `msg` frame once, and hands it on:
+    to the turn's shared frames for a room or everyone (`TurnBatcher.share`: one append,
+    whatever the number of members), to each connection for a user (`send_frame`). Counts the
+    deliveries and marks the push for the latency histogram. No await, no task."""
 
     __slots__ = ("_counters", "_targets", "_turns")
 
@@ -39,9 +39,12 @@ class LocalDelivery:
             return 0
         mark = time.perf_counter()
         frame = encode_msg(to=target.wire, id=id, data_json=data_json)
-        # A connection may close itself while we iterate (overflow policy "disconnect"),
-        # which removes it from the registry's live sets: iterate over a copy.
-        delivered = [sink.send_frame(frame) for sink in tuple(sinks)].count(True)
+        if target.kind == "user":
+            # A connection may close itself while we iterate (overflow policy "disconnect"),
+            # which removes it from the registry's live sets: iterate over a copy.
+            delivered = [sink.send_frame(frame) for sink in tuple(sinks)].count(True)
+        else:
+            delivered = self._turns.share(sinks, frame)
         if delivered:
             self._counters.deliveries += delivered
             self._turns.pushed(mark)

@@ -71,13 +71,17 @@ class Gateway:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.registry = Registry()
         self.counters = Counters()
         self.metrics = gateway_metrics(self.statistics)
         self.watchdog: Watchdog | None = None
         self.turns = TurnBatcher(
-            call_soon=_call_soon, observe_latency=self.metrics.push_latency.observe
+            call_soon=_call_soon,
+            observe_latency=self.metrics.push_latency.observe,
+            buffer_bytes=config.buffer_bytes,
+            budget=config.fanout_budget,
+            on_yield=self._count_yield,
         )
+        self.registry = Registry(before_change=self.turns.settle)
         self.broker: Broker = InProcessBroker(
             LocalDelivery(registry=self.registry, counters=self.counters, turns=self.turns).deliver
         )
@@ -287,6 +291,9 @@ class Gateway:
     def connections(self) -> int:
         return len(self.connection_set)
 
+    def _count_yield(self) -> None:
+        self.counters.fanout_yields += 1
+
     def statistics(self) -> GatewayStatistics:
         census = self.connection_set.census()
         return self.counters.snapshot(
@@ -295,7 +302,7 @@ class Gateway:
             closing=census.closing,
             users=self.registry.user_count(),
             rooms=self.registry.room_count(),
-            buffered_bytes=census.buffered_bytes,
+            buffered_bytes=census.buffered_bytes + self.turns.shared_bytes,
             max_buffered_bytes=census.max_buffered_bytes,
         )
 

@@ -26,7 +26,10 @@ class GatewayStatistics:
     - rejections: pushes refused at ingress, by reason (see `RejectReason`; HTTP adds
       "unauthorized", "too_large", "unsupported_media_type").
     - auth_failures: hello tokens refused, by `TokenRefused.code` (or "missing_token").
-    - buffered_bytes: outbound bytes held for all connections right now (ours + transports').
+    - fanout_yields: end-of-turn flushes that ran out of `fanout_budget` and let the loop
+      serve other work before finishing (a big room, a big batch, a slow machine).
+    - buffered_bytes: outbound bytes held for all connections right now (ours + transports',
+      the turn's shared frames counted once).
     """
 
     connections: int
@@ -38,6 +41,7 @@ class GatewayStatistics:
     pushes: Mapping[str, int]
     pushes_by_target: Mapping[str, int]
     deliveries: int
+    fanout_yields: int
     drops: Mapping[str, int]
     disconnects: Mapping[str, int]
     rejections: Mapping[str, int]
@@ -59,6 +63,7 @@ class Counters:
         "deliveries",
         "disconnects",
         "drops",
+        "fanout_yields",
         "pushes",
         "pushes_by_target",
         "rejections",
@@ -67,6 +72,7 @@ class Counters:
     def __init__(self) -> None:
         self.accepted = 0
         self.deliveries = 0
+        self.fanout_yields = 0
         self.pushes: Counter[str] = Counter()
         self.pushes_by_target: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
@@ -95,6 +101,7 @@ class Counters:
             pushes=_frozen(self.pushes),
             pushes_by_target=_frozen(self.pushes_by_target),
             deliveries=self.deliveries,
+            fanout_yields=self.fanout_yields,
             drops=_frozen(self.drops),
             disconnects=_frozen(self.disconnects),
             rejections=_frozen(self.rejections),

@@ -9,14 +9,15 @@ so one client's burst never holds the loop while others wait; it reads again onc
 has handled everything. It also stops reading while its transport is paused for writing: a
 client that does not take its replies cannot make us build more of them.
 
-Outbound path: the first frame for a connection in a loop turn is written through at once;
-later frames in the same turn are appended to a per-connection list and the connection asks
-the `TurnBatcher` to flush it at the end of the turn, so a burst leaves in two
-`transport.write` calls however many frames it has. The transport's own buffer is
-capped at a high-water mark; above it the transport calls `pause_writing` and frames wait in
-our queue, where the overflow policy can still drop them. Ours + the transport's bytes never
-exceed `buffer_bytes` (a closing error frame aside), and nothing on this path ever awaits the
-client.
+Outbound path (batching.py has the whole picture): a push to a room or to everyone does not
+touch the connection until the end of the loop turn, when `take_shared` writes its share of the
+turn's shared frames (joined once for all) behind its own queue, in one write. Its own frames
+(unicast, replies) go through `send_frame`: the first of a loop turn is written through at once,
+later ones are queued and leave together at the end of the turn (`flush`). The transport's own
+buffer is capped at a high-water mark; above it the transport calls `pause_writing`, the
+connection becomes *congested* and takes every frame through `send_frame`, where the overflow
+policy applies per frame. Ours + the transport's bytes never exceed `buffer_bytes` (a closing
+error frame aside), and nothing on this path ever awaits the client.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import asyncio
 import math
 from typing import cast
 
-from tidegate.gateway.batching import Cancellable
+from tidegate.gateway.batching import Cancellable, split
 from tidegate.gateway.client import ClientHost
 from tidegate.protocol import Closing, Connection, ErrorCode, Joined, Left, Opened, State
 
@@ -44,10 +45,10 @@ class ClientProtocol(asyncio.Protocol):
     __slots__ = (
         "_dirty",
         "_host",
-        "_in_transport",
         "_input_turn",
         "_limit",
         "_linger_deadline",
+        "_own_room",
         "_paused",
         "_queue",
         "_queued",
@@ -59,6 +60,7 @@ class ClientProtocol(asyncio.Protocol):
         "_turns",
         "_written",
         "core",
+        "settled",
         "transport",
     )
 
@@ -71,15 +73,19 @@ class ClientProtocol(asyncio.Protocol):
         # dropping from the front only happens on overflow, in one slice deletion.
         self._queue: list[bytes] = []
         self._queued = 0
-        self._in_transport = 0
-        self._limit = host.settings.buffer_bytes  # -1 once nothing more may be sent
+        self._limit = host.settings.buffer_bytes
+        # How many bytes our queue may hold before the connection is congested; -1 while it
+        # is congested or no longer sends. One comparison on the per-frame path stands for
+        # "clear, sending, and this frame keeps it clear".
+        self._own_room = -1
         self._sendable = False  # True from connection_made until our close or the peer's
         self._paused = False
         self._dirty = False
         self._written = 0  # bytes ever handed to the transport, to measure draining
+        self.settled = 0  # the last shared frame already in our own output (batching.py)
         # A frame may be written through while this is below the batcher's turn: it holds the
         # turn of the last write-through, -1 after a flush, or _NEVER. One comparison on the
-        # fan-out path stands for "sending, not paused, nothing queued, not yet this turn".
+        # per-frame path stands for "sending, not paused, nothing queued, not yet this turn".
         self._through_turn = _NEVER
         self._stall_since = math.inf
         self._stall_drained = 0
@@ -92,7 +98,7 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         host = self._host
         self.transport = cast(asyncio.Transport, transport)
-        high = max(host.settings.buffer_bytes // 4, 1)
+        high = split(host.settings.buffer_bytes).transport_high
         self.transport.set_write_buffer_limits(high=high, low=high // 4)
         self.core = Connection(
             session=host.new_session(),
@@ -101,6 +107,7 @@ class ClientProtocol(asyncio.Protocol):
             now=host.clock(),
         )
         self._sendable = True
+        self._own_room = self._turns.own_limit
         self._through_turn = -1
         refusal = host.admission.admit(self)
         if refusal is ErrorCode.TOO_MANY_CONNECTIONS:
@@ -182,6 +189,7 @@ class ClientProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._paused = True
         self._through_turn = _NEVER
+        self._congest()
         self._update_reading()
 
     def resume_writing(self) -> None:
@@ -200,22 +208,25 @@ class ClientProtocol(asyncio.Protocol):
         return self._queued + self._transport_size()
 
     def send_frame(self, frame: bytes) -> bool:
-        """Queue one or more whole frames; never blocks. False if dropped or disconnected.
+        """Queue one or more whole frames of our own; never blocks. False if dropped or
+        disconnected. Shared frames pending for us are settled first, to keep the order.
 
-        The hot path of fan-out, hence the shape: `_in_transport` is an upper bound of the
-        transport's buffer (it only shrinks between our writes), so the exact size is asked
-        for only when the bound says the frame might not fit.
+        The per-frame hot path, hence the shape: while the connection is clear and the frame
+        keeps its queue within its share (`_own_room`), it fits without asking the transport
+        (batching.py); otherwise the whole bound, ours and the transport's, and the overflow
+        policy decide.
         """
-        size = len(frame)
-        if self._queued + self._in_transport + size > self._limit and not self._fits(size):
-            return False
         turns = self._turns
+        if self.settled < turns.unflushed:
+            turns.settle(self)
+        size = len(frame)
+        if self._queued + size > self._own_room and not self._fits(size):
+            return False
         if self._through_turn < turns.turn:
             # Write-through: the first frame of a loop turn leaves at once (one syscall, no
             # second pass); frames that follow in the same turn queue up and leave together.
             self._through_turn = turns.turn
             self._written += size
-            self._in_transport += size
             self.transport.write(frame)  # type: ignore[union-attr]  # set while sending
             if not turns.flush_pending:
                 turns.end_turn()
@@ -223,22 +234,57 @@ class ClientProtocol(asyncio.Protocol):
         self._queue.append(frame)
         self._queued += size
         self._through_turn = _NEVER
+        if self._queued > self._own_room:
+            self._congest()
         if not self._dirty and not self._paused:
             self._dirty = True
             turns.flush_at_end_of_turn(self)
         return True
 
     def _fits(self, size: int) -> bool:
-        """The bound says `size` more bytes may not fit: ask the transport, then the policy."""
+        """Past the cheap check: ask the transport, then the policy."""
         if not self._sendable:
             return False
-        self._in_transport = self._transport_size()
-        return self._queued + self._in_transport + size <= self._limit or self._make_room(size)
+        return self.buffered() + size <= self._limit or self._make_room(size)
+
+    def take_shared(self, data: bytes) -> None:
+        """Our share of a turn's shared frames, behind our own queue, in one write. Only ever
+        called while we are clear, so it fits (batching.py)."""
+        queue = self._queue
+        if queue:
+            queue.append(data)
+            data = b"".join(queue)
+            queue.clear()
+            self._queued = 0
+        self._written += len(data)
+        self.transport.write(data)  # type: ignore[union-attr]  # set while sending
+
+    def take_settled(self, frames: list[bytes], size: int) -> None:
+        """Shared frames that were pending for us, moved to our own queue (settled)."""
+        self._queue.extend(frames)
+        self._queued += size
+        self._through_turn = _NEVER
+        if not self._dirty and not self._paused:
+            self._dirty = True
+            self._turns.flush_at_end_of_turn(self)
+        if self._queued > self._own_room:
+            self._congest()
+
+    def _congest(self) -> None:
+        """From now on every frame comes through `send_frame`, checked against the bound."""
+        if self._own_room < 0:
+            return  # congested already, or no longer sending
+        self._own_room = -1
+        turns = self._turns
+        if self.settled < turns.unflushed:
+            turns.settle(self)
+        turns.congested.add(self)
 
     def _stop_sending(self) -> None:
         self._sendable = False
-        self._limit = -1  # fails the fan-out path's bound check, which then asks _fits()
+        self._own_room = -1
         self._through_turn = _NEVER
+        self._turns.congested.discard(self)
 
     def _transport_size(self) -> int:
         transport = self.transport
@@ -270,7 +316,8 @@ class ClientProtocol(asyncio.Protocol):
     def flush(self) -> None:
         """Hand everything queued to the transport in one write (called once per loop turn)."""
         self._dirty = False
-        if self._paused or not self._sendable or self.transport is None:
+        transport = self.transport
+        if self._paused or not self._sendable or transport is None:
             return
         # Before the write: a write that fills the transport calls pause_writing at once,
         # which must be able to stop the write-through again.
@@ -280,10 +327,12 @@ class ClientProtocol(asyncio.Protocol):
             data = queue[0] if len(queue) == 1 else b"".join(queue)
             queue.clear()
             self._queued = 0
-            size = len(data)
-            self._written += size
-            self._in_transport += size
-            self.transport.write(data)
+            self._written += len(data)
+            transport.write(data)
+        if self._own_room < 0 and not self._paused:
+            # Congested no longer: nothing queued and the transport under its high-water mark.
+            self._own_room = self._turns.own_limit
+            self._turns.congested.discard(self)
 
     # -- closing -------------------------------------------------------------------------
 
@@ -356,7 +405,7 @@ class ClientProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or core.state is not State.OPEN:
             return
-        in_transport = self._in_transport = transport.get_write_buffer_size()
+        in_transport = transport.get_write_buffer_size()
         if in_transport == 0 and not self._paused:
             self._stall_since = math.inf
             return

@@ -23,6 +23,7 @@ buffered_bytes      number      tidegate_buffered_bytes                         
 max_buffered_bytes  number      tidegate_connection_max_buffered_bytes              gauge
 accepted            number      tidegate_connections_accepted_total                 counter
 deliveries          number      tidegate_deliveries_total                           counter
+fanout_yields       number      tidegate_fanout_yields_total                        counter
 pushes              {ingress}   tidegate_pushes_total{ingress="udp|http|..."}       counter
 pushes_by_target    {kind}      tidegate_pushes_by_target_total{target="user|.."}   counter
 drops               {reason}    tidegate_drops_total{reason="drop-oldest|..."}      counter
@@ -95,6 +96,10 @@ _GAUGES: Final = {
 _COUNTERS: Final = {
     "accepted": ("tidegate_connections_accepted", "TCP connections accepted."),
     "deliveries": ("tidegate_deliveries", "Message frames queued to a connection."),
+    "fanout_yields": (
+        "tidegate_fanout_yields",
+        "End-of-turn flushes that used up fanout_budget and yielded to the loop.",
+    ),
 }
 # key -> (metric name, label, help)
 _LABELLED: Final = {
