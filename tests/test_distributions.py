@@ -8,6 +8,7 @@ and ships no part of it. Both share the `tidegate` namespace package (PEP 420).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -77,9 +78,11 @@ def test_gateway_wheel_depends_on_the_detector_and_ships_none_of_it(
     assert "tidegate-leaks==0.1.0" in requires
     assert "pytest11" not in entry_points  # the plugin is the detector's
     runtime = [req for req in requires if "extra ==" not in req]
-    declared = {req.split(";")[0].split(">")[0].split("=")[0].strip().lower() for req in runtime}
-    # What the gateway imports, and nothing it does not (nats-py was declared unused). rich
-    # draws `tidegate load`'s live display; matplotlib (its PNGs) is the `plot` extra.
+    declared = {re.split(r"[\s;<>=!~\[]", req, maxsplit=1)[0].lower() for req in runtime}
+    # What the gateway imports, and nothing it does not. rich draws `tidegate load`'s live
+    # display; matplotlib (its PNGs) is the `plot` extra. nats-py is the client of
+    # `--broker nats://...` (cluster mode); the nats-server binary that `--workers` starts
+    # without a broker URL is the `workers` extra.
     assert declared == {
         "tidegate-leaks",
         "uvloop",
@@ -88,6 +91,7 @@ def test_gateway_wheel_depends_on_the_detector_and_ships_none_of_it(
         "pyjwt",
         "msgspec",
         "rich",
+        "nats-py",
     }
 
 

@@ -8,8 +8,17 @@ import pytest
 
 from tidegate.cli import build_parser
 from tidegate.gateway import Config, ConfigError, load_config
-from tidegate.gateway.config import BY_NAME, OPTIONS
-from tidegate.gateway.options import ADDRESS, BYTES, COUNT, RATE, SECONDS, SECRET, markdown_table
+from tidegate.gateway.config import BY_NAME, OPTIONS, SUBJECT_PREFIX
+from tidegate.gateway.options import (
+    ADDRESS,
+    BROKER_URLS,
+    BYTES,
+    COUNT,
+    RATE,
+    SECONDS,
+    SECRET,
+    markdown_table,
+)
 
 
 def test_defaults_bind_loopback() -> None:
@@ -152,6 +161,8 @@ def test_every_option_has_a_flag_an_env_var_and_a_toml_key(tmp_path: Path) -> No
         SECONDS: "7",
         SECRET: "s",
         RATE: "7",
+        BROKER_URLS: "nats://127.0.0.1:4333",
+        SUBJECT_PREFIX: "acme.push",
     }
     text = {
         opt.name: opt.kind.choices[-1] if opt.kind.choices else sample[opt.kind] for opt in OPTIONS

@@ -203,6 +203,23 @@ def test_an_id_is_refused_for_a_window_after_it_was_accepted_whatever_its_ts() -
     assert verify(v, again, now=NOW + 30.5) is None  # a window after it was accepted
 
 
+def test_a_push_delivered_nowhere_may_be_sent_again() -> None:
+    datagram = sign(SECRET, body(id="refused", ts=NOW))
+    v = DatagramVerifier(secret=SECRET, replay_bytes=2 * ReplayCache.cost("refused"))
+    push, _ = v.verify(datagram, NOW)
+    assert verify(v, datagram) is RejectReason.REPLAY
+    v.forget(push)  # the broker was away: nothing was delivered
+    assert verify(v, datagram) is None  # taken again, once
+    assert verify(v, datagram) is RejectReason.REPLAY
+    v.forget(push)
+    # Forgotten ids still count until they expire: forgetting cannot outgrow the cache.
+    assert verify(v, datagram) is RejectReason.REPLAY_CACHE_FULL
+    later = NOW + 31
+    fresh = sign(SECRET, body(id="refused", ts=later))
+    assert verify(v, fresh, now=later) is None
+    assert v.replays.size == ReplayCache.cost("refused")
+
+
 def test_unsigned_verifier_takes_plain_bodies() -> None:
     v = DatagramVerifier(secret=None)
     assert verify(v, body()) is None

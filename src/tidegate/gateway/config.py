@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 
 from tidegate.gateway.options import (
     ADDRESS,
+    BROKER_URLS,
     BYTES,
     COUNT,
     RATE,
@@ -23,12 +24,14 @@ from tidegate.gateway.options import (
     SECRET,
     Address,
     ConfigError,
+    Kind,
     Option,
     choice,
     declared_options,
     is_loopback,
     option,
 )
+from tidegate.gateway.subjects import check_prefix
 from tidegate.protocol import Limits
 
 __all__ = [
@@ -43,6 +46,9 @@ __all__ = [
 
 Overflow = Literal["disconnect", "drop-oldest", "drop-newest"]
 OVERFLOW_POLICIES: Final[tuple[Overflow, ...]] = ("disconnect", "drop-oldest", "drop-newest")
+
+
+SUBJECT_PREFIX: Final = Kind("WORDS", str, check_prefix)
 
 
 def _at_least_two_bytes(value: int) -> None:
@@ -158,6 +164,21 @@ class Config:
         BYTES,
         "signed UDP pushes: memory for the `id`s kept for replay detection "
         "(`replay_cache_full` past it)",
+    )
+    broker: str | None = option(
+        None,
+        BROKER_URLS,
+        "NATS server(s) joining this node to the others, `nats://HOST:PORT[,...]` (see "
+        "docs/scaling.md); none: one process alone",
+    )
+    broker_prefix: str = option(
+        "tidegate", SUBJECT_PREFIX, "first words of every NATS subject of this cluster"
+    )
+    canary_interval: float = option(
+        1.0, SECONDS, "with a broker: how often a node checks it (canary and subscription probes)"
+    )
+    canary_timeout: float = option(
+        2.0, SECONDS, "with a broker: a canary or probe not back this long fails `/readyz`"
     )
 
     def __post_init__(self) -> None:

@@ -6,17 +6,19 @@ The broker (`broker.py`) decides which nodes a push goes to; on each node it end
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from tidegate.gateway.batching import TurnBatcher
-from tidegate.gateway.registry import Registry
+from tidegate.gateway.registry import Registry, Sink
 from tidegate.gateway.stats import Counters
 from tidegate.protocol import Target, encode_msg
 
-__all__ = ["Deliver", "LocalDelivery"]
+__all__ = ["Deliver", "DeliverFrame", "LocalDelivery"]
 
 # (target, id, data_json) -> connections reached on this node
 Deliver = Callable[[Target, str, bytes], int]
+# (target, encoded msg frame) -> connections reached on this node
+DeliverFrame = Callable[[Target, bytes], int]
 
 
 class LocalDelivery:
@@ -39,6 +41,17 @@ class LocalDelivery:
             return 0
         mark = time.perf_counter()
         frame = encode_msg(to=target.wire, id=id, data_json=data_json)
+        return self._send(target, sinks, frame, mark)
+
+    def deliver_frame(self, target: Target, frame: bytes) -> int:
+        """Queue a `msg` frame already encoded (by this node's broker, or another node's) on
+        this node's connections for `target`; returns how many took it."""
+        sinks = self._targets(target)
+        if not sinks:
+            return 0
+        return self._send(target, sinks, frame, time.perf_counter())
+
+    def _send(self, target: Target, sinks: Collection[Sink], frame: bytes, mark: float) -> int:
         if target.kind == "user":
             # A connection may close itself while we iterate (overflow policy "disconnect"),
             # which removes it from the registry's live sets: iterate over a copy.

@@ -2,19 +2,26 @@
 
 Replies (all JSON):
 
-- 200 `{"id": ..., "delivered": n}` for one push; for a batch, 200 and an array with one
-  entry per item, in order: `{"id", "delivered"}` or `{"error": <reason>, "reason": <text>}`.
+- 200 `{"id": ..., "delivered": n}` for one push (`n`: connections reached on this node);
+  for a batch, 200 and an array with one entry per item, in order: `{"id", "delivered"}` or
+  `{"error": <reason>, "reason": <text>}`. With a broker (cluster mode) each accepted push
+  also says `"published": true` once the broker acknowledged it for the other nodes
+  (`false`: delivered here, not confirmed elsewhere; rare: the broker went away meanwhile).
 - 400 `{"error": <reason>, "reason": <text>}`: invalid JSON (bytes that are not UTF-8
   included), a body of the wrong shape or types, an unknown `to` form, an empty batch;
   nothing is delivered. `bad_encoding`: the body does not decode as its `Content-Encoding`
   says (a plain body sent as gzip); the connection is closed after that reply.
 - 401 bad or missing `Authorization: Bearer <api key>` (when a key is configured).
 - 413 body over `max_body`, or a batch of more than `max_batch` items (`too_large`; nothing of
-  the batch is delivered); 415 a content type other than JSON.
+  the batch is delivered), or a push over the broker's message limit; 415 a content type
+  other than JSON.
+- 503 `broker_unavailable` (cluster mode): the broker is unreachable, so the push (or the
+  whole batch) was delivered nowhere and may be retried (`Retry-After: 1`).
 
 Every refusal is counted in `statistics().rejections` by its reason. Bad input never reaches a
-500: the only code that can raise is ours, and it raises only `Rejected`. Delivery is
-synchronous, like a UDP datagram: parse, fan out, reply; the handler never waits on a client.
+500: the only code that can raise is ours, and it raises only `Rejected` and `NotPublished`.
+Delivery is synchronous, like a UDP datagram: parse, fan out, reply; the handler never waits
+on a client (in cluster mode it waits for one broker round trip, for `published`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import msgspec
 from aiohttp import web
 
 from tidegate.bearer import bearer_token, secret_matches
-from tidegate.gateway.push_api import PushFunction
+from tidegate.gateway.push_api import Confirmation, NotPublished, PushFunction
 from tidegate.protocol import Rejected, parse_push, split_batch
 
 __all__ = ["build_push_app"]
@@ -50,16 +57,22 @@ def _undecodable(request: web.Request) -> str:
     return "body could not be read: broken transfer encoding"
 
 
+# Refusals that are not the body's fault: the broker's (cluster mode).
+_STATUS: Final = {"broker_unavailable": 503, "too_large": 413}
+
+
 def build_push_app(
     *,
     push: PushFunction,
+    confirmation: Confirmation | None = None,
     rejections: Counter[str],
     api_key: str | None,
     max_body: int,
     max_batch: int,
 ) -> web.Application:
     """The app serving `POST /v1/push`: pushes go to `push`, refusals are counted by reason
-    in `rejections`."""
+    in `rejections`; with `confirmation` (cluster mode) replies say whether the broker
+    acknowledged the pushes."""
 
     def reject(error: str, reason: str) -> dict[str, str]:
         """The one place a refusal is counted; returns its JSON document."""
@@ -74,8 +87,25 @@ def build_push_app(
             item, target = parse_push(body)
         except Rejected as exc:
             return reject(exc.code.value, exc.detail)
-        result = push(target, item.data, id=item.id, ingress="http")
+        try:
+            result = push(target, item.data, id=item.id, ingress="http")
+        except NotPublished as exc:
+            return reject(exc.code, exc.detail)
         return {"id": result.id, "delivered": result.delivered}
+
+    async def confirm(documents: list[dict[str, Any]], mark: int) -> None:
+        if confirmation is None:
+            return
+        accepted = [document for document in documents if "error" not in document]
+        if accepted:
+            published = await confirmation.published(mark)
+            for document in accepted:
+                document["published"] = published
+
+    def refused(document: dict[str, Any]) -> web.Response:
+        status = _STATUS.get(document["error"], 400)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return _json(status, document, headers)
 
     async def handle_push(request: web.Request) -> web.Response:
         if api_key is not None:
@@ -112,16 +142,25 @@ def build_push_app(
             items = split_batch(body)
         except Rejected as exc:
             return refuse(400, exc.code.value, exc.detail)
+        mark = confirmation.mark() if confirmation is not None else 0
         if items is None:
             document = push_one(body)
-            return _json(400 if "error" in document else 200, document)
+            if "error" in document:
+                return refused(document)
+            await confirm([document], mark)
+            return _json(200, document)
         if len(items) > max_batch:
             return refuse(
                 413,
                 "too_large",
                 f"batch of {len(items)} items over the limit of {max_batch} (max_batch)",
             )
-        return _json(200, [push_one(bytes(item)) for item in items])
+        documents = [push_one(bytes(item)) for item in items]
+        if documents and all(d.get("error") == "broker_unavailable" for d in documents):
+            # One synchronous pass: the broker was away for the whole batch.
+            return refused(documents[0])
+        await confirm(documents, mark)
+        return _json(200, documents)
 
     app = web.Application(client_max_size=max_body)
     app.router.add_post("/v1/push", handle_push)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 __all__ = [
     "ADDRESS",
+    "BROKER_URLS",
     "BYTES",
     "COUNT",
     "RATE",
@@ -34,6 +37,7 @@ __all__ = [
     "markdown_table",
     "option",
     "parse_address",
+    "redact_urls",
 ]
 
 Address = tuple[str, int]
@@ -281,6 +285,56 @@ BYTES: Final = Kind("BYTES", _parse_int, _check_positive_int)
 SECONDS: Final = Kind("S", _parse_seconds, _check_seconds, lambda value: f"{value:g}")
 SECRET: Final = Kind("S", _parse_secret, _check_secret, none_allowed=True)
 RATE: Final = Kind("N", _parse_rate, _check_rate, lambda value: f"{value:g}")
+
+
+_BROKER_SCHEMES: Final = ("nats", "tls", "ws", "wss")
+
+
+def _broker_urls(text: str) -> list[str]:
+    urls = []
+    for part in text.split(","):
+        url = part.strip()
+        if not url:
+            continue
+        if "://" not in url:
+            url = "nats://" + url
+        split = urllib.parse.urlsplit(url)
+        if split.scheme not in _BROKER_SCHEMES:
+            raise ValueError(
+                f"expected {'/'.join(_BROKER_SCHEMES)}://HOST:PORT, got scheme {split.scheme!r}"
+            )
+        try:
+            port = split.port
+        except ValueError:
+            port = -1
+        if not split.hostname or port == -1:
+            raise ValueError(f"expected nats://HOST:PORT, got {redact_urls(url)!r}")
+        urls.append(url)
+    if not urls:
+        raise ValueError("expected at least one nats://HOST:PORT")
+    return urls
+
+
+def _parse_broker(text: str) -> str | None:
+    if text.strip().lower() in _DISABLED:
+        return None
+    return ",".join(_broker_urls(text))
+
+
+def _check_broker(value: object) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"expected nats://HOST:PORT[,...], got {value!r}")
+    _broker_urls(value)
+
+
+def redact_urls(urls: str) -> str:
+    """Broker URLs without passwords or tokens (for --help, errors and logs)."""
+    return re.sub(r"//[^@/,]*@", "//***@", urls)
+
+
+BROKER_URLS: Final = Kind(
+    "URLS", _parse_broker, _check_broker, redact_urls, none_allowed=True, typed_in_toml=False
+)
 
 
 def choice(values: tuple[str, ...]) -> Kind:

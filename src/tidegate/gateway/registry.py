@@ -6,6 +6,10 @@ the registry never infers a user's rooms from another of their connections.
 Before any change of a connection's membership the registry calls `before_change(sink)`: the
 fan-out settles what was pushed to its old membership (batching.py), so that a room's frames
 reach exactly the connections that were its members when it was pushed.
+
+The registry is where a user's or a room's first connection on this node arrives and its last
+one leaves: it tells its `interest` (the broker, in cluster mode), which subscribes to that
+user's or room's subject then and unsubscribes then. Without a broker, `interest` is None.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Callable, Collection, Hashable
 from typing import Protocol
 
 from tidegate.protocol import Target
+from tidegate.protocol.ingress import TargetKind
 
-__all__ = ["Registry", "Sink"]
+__all__ = ["Interest", "Registry", "Sink"]
 
 
 class Sink(Hashable, Protocol):
@@ -41,14 +46,30 @@ def _unchanged(sink: Sink) -> None:
     """No fan-out to tell (a registry on its own)."""
 
 
+class Interest(Protocol):
+    """Told when this node starts and stops holding connections for a user or a room."""
+
+    def gained(self, kind: TargetKind, name: str) -> None:
+        """The first connection of user or room `name` arrived on this node."""
+
+    def lost(self, kind: TargetKind, name: str) -> None:
+        """The last connection of user or room `name` left this node."""
+
+
 _EMPTY: frozenset[Sink] = frozenset()
 
 
 class Registry:
-    __slots__ = ("_before_change", "_rooms", "_users", "everyone")
+    __slots__ = ("_before_change", "_rooms", "_users", "everyone", "interest")
 
-    def __init__(self, *, before_change: Callable[[Sink], None] = _unchanged) -> None:
+    def __init__(
+        self,
+        *,
+        before_change: Callable[[Sink], None] = _unchanged,
+        interest: Interest | None = None,
+    ) -> None:
         self._before_change = before_change
+        self.interest = interest
         self.everyone: set[Sink] = set()
         # Most users have one connection: store it bare and switch to a set at the second,
         # which saves a set (~200 bytes) per idle connection.
@@ -62,6 +83,8 @@ class Registry:
         current = users.get(user)
         if current is None:
             users[user] = sink
+            if self.interest is not None:
+                self.interest.gained("user", user)
         elif isinstance(current, set):
             current.add(sink)
         elif current is not sink:
@@ -75,20 +98,37 @@ class Registry:
         current = users.get(user)
         if current is sink:
             del users[user]
+            if self.interest is not None:
+                self.interest.lost("user", user)
         elif isinstance(current, set):
             current.discard(sink)
             if len(current) == 1:
                 users[user] = next(iter(current))
         for room in rooms:
-            _discard(self._rooms, room, sink)
+            self._leave(sink, room)
 
     def join(self, sink: Sink, room: str) -> None:
         self._before_change(sink)
-        self._rooms.setdefault(room, set()).add(sink)
+        members = self._rooms.get(room)
+        if members is None:
+            self._rooms[room] = {sink}
+            if self.interest is not None:
+                self.interest.gained("room", room)
+        else:
+            members.add(sink)
 
     def leave(self, sink: Sink, room: str) -> None:
         self._before_change(sink)
-        _discard(self._rooms, room, sink)
+        self._leave(sink, room)
+
+    def _leave(self, sink: Sink, room: str) -> None:
+        members = self._rooms.get(room)
+        if members is not None:
+            members.discard(sink)
+            if not members:
+                del self._rooms[room]
+                if self.interest is not None:
+                    self.interest.lost("room", room)
 
     def targets(self, target: Target) -> Collection[Sink]:
         """The live set for `target` (do not mutate; copy before sending if sends can close)."""
@@ -106,11 +146,3 @@ class Registry:
 
     def room_count(self) -> int:
         return len(self._rooms)
-
-
-def _discard(table: dict[str, set[Sink]], key: str, sink: Sink) -> None:
-    members = table.get(key)
-    if members is not None:
-        members.discard(sink)
-        if not members:
-            del table[key]

@@ -82,9 +82,25 @@ class Gateway:
             on_yield=self._count_yield,
         )
         self.registry = Registry(before_change=self.turns.settle)
-        self.broker: Broker = InProcessBroker(
-            LocalDelivery(registry=self.registry, counters=self.counters, turns=self.turns).deliver
-        )
+        delivery = LocalDelivery(registry=self.registry, counters=self.counters, turns=self.turns)
+        self.broker: Broker
+        if config.broker is None:
+            self.broker = InProcessBroker(delivery.deliver)
+        else:
+            # Imported here: a gateway without a broker never loads nats-py.
+            from tidegate.gateway.nats_broker import NatsBroker
+            from tidegate.gateway.subjects import Subjects
+
+            nats_broker = NatsBroker(
+                servers=config.broker.split(","),
+                subjects=Subjects(config.broker_prefix),
+                deliver_frame=delivery.deliver_frame,
+                clock=_loop_time,
+                canary_interval=config.canary_interval,
+                canary_timeout=config.canary_timeout,
+            )
+            self.registry.interest = nats_broker
+            self.broker = nats_broker
         self._publish = self.broker.publish
         self.connection_set = ConnectionSet(
             max_conns=config.max_conns,
@@ -167,6 +183,7 @@ class Gateway:
             if config.http is not None:
                 app = build_push_app(
                     push=self.push,
+                    confirmation=self.broker.confirmation(),
                     rejections=self.counters.rejections,
                     api_key=config.api_key,
                     max_body=config.max_body,
@@ -274,17 +291,19 @@ class Gateway:
         """Deliver `data` (any JSON-encodable value, or `msgspec.Raw` already encoded: one
         trusted JSON value) to `to`, counted under `ingress`.
 
-        Raises `BadPush` for an unknown `to` form. Returns (id, connections reached on this
-        node). Never waits for a client.
+        Raises `BadPush` for an unknown `to` form, `NotPublished` when the broker cannot take
+        the push now (cluster mode: it was delivered nowhere). Returns (id, connections
+        reached on this node). Never waits for a client.
         """
         target = parse_target(to) if isinstance(to, str) else to
         data_json = bytes(data) if isinstance(data, msgspec.Raw) else _encode(data)
         if id is None:
             id = next(self._ids)
+        delivered = self._publish(target, id, data_json)
         counters = self.counters
         counters.pushes[ingress] += 1
         counters.pushes_by_target[target.kind] += 1
-        return PushResult(id, self._publish(target, id, data_json))
+        return PushResult(id, delivered)
 
     # -- observation -------------------------------------------------------------------------
 
@@ -304,6 +323,7 @@ class Gateway:
             rooms=self.registry.room_count(),
             buffered_bytes=census.buffered_bytes + self.turns.shared_bytes,
             max_buffered_bytes=census.max_buffered_bytes,
+            broker=self.broker.statistics(),
         )
 
 

@@ -7,7 +7,50 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["Counters", "GatewayStatistics"]
+__all__ = ["BrokerStatistics", "Counters", "GatewayStatistics"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerStatistics:
+    """A point-in-time copy of a cluster broker's figures (see docs/scaling.md). Totals are
+    since start.
+
+    - up: 1 while connected to a broker server, else 0. ready: 1 while `/readyz` would pass.
+    - subscriptions: subjects this node is subscribed to for its users and rooms (and `all`);
+      subscriptions_pending: of those, sent but not yet confirmed by a round trip;
+      subscriptions_deaf: refused by the server or found silent by a probe, being retried.
+    - published: pushes handed to the broker for the other nodes; received: pushes from other
+      nodes delivered here; echoes: this node's own pushes seen back and skipped.
+    - canaries: round trips sent to the node's own canary subject; canary_failures: health
+      ticks that found one overdue; canary_rtt_seconds: the last round trip. probes /
+      probe_failures: the rolling audit of subscriptions, sent and lost (a lost probe makes
+      its subscription deaf).
+    - subscription_failures: subscriptions found deaf (refused or silent), ever;
+      resubscribes: deaf subscriptions subscribed again.
+    - disconnects / reconnects: of the broker connection.
+    - dropped: pushes this node delivered locally but could not hand to the broker (the
+      connection went down first), and messages from the broker that were not a valid push,
+      by reason.
+    """
+
+    up: int
+    ready: int
+    subscriptions: int
+    subscriptions_pending: int
+    subscriptions_deaf: int
+    published: int
+    received: int
+    echoes: int
+    canaries: int
+    canary_failures: int
+    canary_rtt_seconds: float
+    probes: int
+    probe_failures: int
+    subscription_failures: int
+    resubscribes: int
+    disconnects: int
+    reconnects: int
+    dropped: Mapping[str, int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +73,7 @@ class GatewayStatistics:
       serve other work before finishing (a big room, a big batch, a slow machine).
     - buffered_bytes: outbound bytes held for all connections right now (ours + transports',
       the turn's shared frames counted once).
+    - broker: the cluster broker's figures (`BrokerStatistics`); None without a broker.
     """
 
     connections: int
@@ -48,6 +92,7 @@ class GatewayStatistics:
     auth_failures: Mapping[str, int]
     buffered_bytes: int
     max_buffered_bytes: int
+    broker: BrokerStatistics | None = None
 
 
 def _frozen(counter: Counter[str]) -> Mapping[str, int]:
@@ -90,6 +135,7 @@ class Counters:
         rooms: int,
         buffered_bytes: int,
         max_buffered_bytes: int,
+        broker: BrokerStatistics | None = None,
     ) -> GatewayStatistics:
         return GatewayStatistics(
             connections=connections,
@@ -108,4 +154,5 @@ class Counters:
             auth_failures=_frozen(self.auth_failures),
             buffered_bytes=buffered_bytes,
             max_buffered_bytes=max_buffered_bytes,
+            broker=broker,
         )

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from tidegate.gateway.push_api import PushFunction
+from tidegate.gateway.push_api import NotPublished, PushFunction
 from tidegate.protocol import DatagramVerifier, Rejected
 
 __all__ = ["PushDatagramProtocol"]
@@ -42,7 +42,13 @@ class PushDatagramProtocol(asyncio.DatagramProtocol):
         except Rejected as exc:
             self._rejections[exc.code.value] += 1
             return
-        self._push(target, push.data, id=push.id, ingress="udp")
+        try:
+            self._push(target, push.data, id=push.id, ingress="udp")
+        except NotPublished as exc:
+            # Cluster mode, the broker cannot take it: delivered nowhere, counted, never
+            # queued for later; the same datagram may be sent again.
+            self._rejections[exc.code] += 1
+            self._verifier.forget(push)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors about earlier datagrams; the ingress never sends, so nothing to do.

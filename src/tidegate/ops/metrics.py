@@ -30,13 +30,17 @@ drops               {reason}    tidegate_drops_total{reason="drop-oldest|..."}  
 disconnects         {reason}    tidegate_disconnects_total{reason="idle_timeout|.."} counter
 rejections          {reason}    tidegate_ingress_rejections_total{reason="..."}     counter
 auth_failures       {reason}    tidegate_auth_failures_total{reason="expired|.."}   counter
+broker_*            number      tidegate_broker_* (cluster mode; docs/scaling.md)   gauge/counter
+broker_dropped      {reason}    tidegate_broker_dropped_total{reason="..."}         counter
 tasks               number      tidegate_tasks (default: measured, see below)       gauge
 threads             number      tidegate_threads (default: measured)                gauge
 open_fds            number      tidegate_open_fds (default: measured)               gauge
 rss_bytes           number      tidegate_resident_memory_bytes (default: measured)  gauge
 ==================  ==========  ==================================================  ===========
 
-``stats_from_snapshot(gateway.statistics())`` adapts the gateway's frozen statistics dataclass.
+``stats_from_snapshot(gateway.statistics())`` adapts the gateway's frozen statistics dataclass;
+a nested one (the broker's figures, in cluster mode) becomes keys with its field's name as a
+prefix (``broker_up``), so the ``tidegate_broker_*`` metrics exist only with a broker.
 """
 
 from __future__ import annotations
@@ -92,6 +96,27 @@ _GAUGES: Final = {
         "tidegate_connection_max_buffered_bytes",
         "Outbound bytes held for the single most backlogged connection.",
     ),
+    "broker_up": ("tidegate_broker_up", "1 while connected to a broker server."),
+    "broker_ready": (
+        "tidegate_broker_ready",
+        "1 while the broker passes its health checks (canary, subscriptions): /readyz.",
+    ),
+    "broker_subscriptions": (
+        "tidegate_broker_subscriptions",
+        "Broker subjects this node is subscribed to (its users, its rooms, all).",
+    ),
+    "broker_subscriptions_pending": (
+        "tidegate_broker_subscriptions_pending",
+        "Broker subscriptions sent but not yet confirmed by a round trip.",
+    ),
+    "broker_subscriptions_deaf": (
+        "tidegate_broker_subscriptions_deaf",
+        "Broker subscriptions refused by the server or found silent, being retried.",
+    ),
+    "broker_canary_rtt_seconds": (
+        "tidegate_broker_canary_rtt_seconds",
+        "Round trip of the last canary through the broker.",
+    ),
 }
 _COUNTERS: Final = {
     "accepted": ("tidegate_connections_accepted", "TCP connections accepted."),
@@ -100,6 +125,38 @@ _COUNTERS: Final = {
         "tidegate_fanout_yields",
         "End-of-turn flushes that used up fanout_budget and yielded to the loop.",
     ),
+    "broker_published": ("tidegate_broker_published", "Pushes handed to the broker."),
+    "broker_received": (
+        "tidegate_broker_received",
+        "Pushes from other nodes, through the broker, delivered here.",
+    ),
+    "broker_echoes": (
+        "tidegate_broker_echoes",
+        "This node's own pushes seen back from the broker and skipped (served locally).",
+    ),
+    "broker_canaries": ("tidegate_broker_canaries", "Canaries sent through the broker."),
+    "broker_canary_failures": (
+        "tidegate_broker_canary_failures",
+        "Health ticks that found a canary overdue.",
+    ),
+    "broker_probes": (
+        "tidegate_broker_probes",
+        "Probes sent on subscribed subjects (the rolling subscription audit).",
+    ),
+    "broker_probe_failures": (
+        "tidegate_broker_probe_failures",
+        "Probes that did not come back while the canary did.",
+    ),
+    "broker_subscription_failures": (
+        "tidegate_broker_subscription_failures",
+        "Broker subscriptions found deaf (refused by the server, or silent).",
+    ),
+    "broker_resubscribes": (
+        "tidegate_broker_resubscribes",
+        "Deaf broker subscriptions subscribed again.",
+    ),
+    "broker_disconnects": ("tidegate_broker_disconnects", "Broker connections lost."),
+    "broker_reconnects": ("tidegate_broker_reconnects", "Broker connections re-established."),
 }
 # key -> (metric name, label, help)
 _LABELLED: Final = {
@@ -124,6 +181,12 @@ _LABELLED: Final = {
         "tidegate_auth_failures",
         "reason",
         "Client tokens refused at hello, by reason.",
+    ),
+    "broker_dropped": (
+        "tidegate_broker_dropped",
+        "reason",
+        "Pushes delivered here but not handed to the broker, and broker messages that were "
+        "not a valid push, by reason.",
     ),
 }
 _PROCESS: Final = {
@@ -197,7 +260,8 @@ def process_stats(loop: asyncio.AbstractEventLoop | None = None) -> ProcessStats
 
 def stats_from_snapshot(snapshot: object) -> dict[str, float | Mapping[str, float]]:
     """Adapt a frozen statistics dataclass (``Gateway.statistics()``) to ``Stats``: numeric
-    fields stay numbers, mapping fields stay mappings, anything else is dropped."""
+    fields stay numbers, mapping fields stay mappings, a nested dataclass gives keys prefixed
+    with its field's name, anything else (None included) is dropped."""
     if not dataclasses.is_dataclass(snapshot) or isinstance(snapshot, type):
         raise TypeError(f"expected a dataclass instance, got {type(snapshot).__name__}")
     out: dict[str, float | Mapping[str, float]] = {}
@@ -209,6 +273,9 @@ def stats_from_snapshot(snapshot: object) -> dict[str, float | Mapping[str, floa
             out[field.name] = value
         elif isinstance(value, Mapping):
             out[field.name] = {str(k): v for k, v in value.items() if isinstance(v, int | float)}
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for key, inner in stats_from_snapshot(value).items():
+                out[f"{field.name}_{key}"] = inner
     return out
 
 

@@ -197,9 +197,9 @@ class ReplayCache:
         heap = self._heap
         while heap and heap[0][0] < now:
             expiry, id = heapq.heappop(heap)
+            self.size -= self.cost(id)  # every heap entry is counted until it leaves
             if self._expiry.get(id) == expiry:
                 del self._expiry[id]
-                self.size -= self.cost(id)
 
     def add(self, id: str, expires_at: float, now: float) -> bool:
         """Remember `id`; False if it is already known or the cache is full."""
@@ -211,6 +211,11 @@ class ReplayCache:
         self.size += cost
         heapq.heappush(self._heap, (expires_at, id))
         return True
+
+    def discard(self, id: str) -> None:
+        """Forget `id`: it may be added again. Its heap entry stays, and counts in `size`,
+        until its expiry, so forgetting cannot grow the cache past `max_bytes`."""
+        self._expiry.pop(id, None)
 
 
 class DatagramVerifier:
@@ -228,6 +233,12 @@ class DatagramVerifier:
         self._secret = secret
         self.window = window
         self.replays = ReplayCache(max_bytes=replay_bytes)
+
+    def forget(self, push: Push) -> None:
+        """`push` was verified but delivered nowhere (cluster mode, the broker away): its id
+        no longer counts as seen, so the sender may retry the same datagram."""
+        if push.id is not None:
+            self.replays.discard(push.id)
 
     def verify(self, datagram: bytes, now: float) -> tuple[Push, Target]:
         if self._secret is None:
