@@ -508,3 +508,23 @@ async def tracking_over_an_inner_factory() -> None:
     leaks.untrack()
     leaks.untrack_threads()
     assert loop.get_task_factory() is inner
+
+
+@pytest.mark.no_leak_check
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_debug_mode_creation_traceback_is_the_same_with_tracking(new_loop: Any) -> None:
+    async def creation_tail() -> list[tuple[str, str | None]]:
+        task = asyncio.create_task(quick())
+        await task
+        return [(entry.name, entry.line) for entry in task._source_traceback[-2:]]  # type: ignore[attr-defined]
+
+    async def both() -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
+        plain = await creation_tail()
+        async with leaks.check():
+            tracked = await creation_tail()
+        return plain, tracked
+
+    with asyncio.Runner(loop_factory=new_loop, debug=True) as runner:
+        plain, tracked = runner.run(both())
+    assert tracked == plain
+    assert plain[0][0] == "creation_tail"

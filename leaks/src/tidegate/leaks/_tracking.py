@@ -101,7 +101,13 @@ class Scope:
         return False
 
     def compact(self) -> None:
-        self.keepalive[:] = [coro for coro in self.keepalive if _may_be_running(coro)]
+        # Inline for native coroutines (nearly all of them): it runs over every entry.
+        native = CoroutineType
+        self.keepalive[:] = [
+            coro
+            for coro in self.keepalive
+            if (coro.cr_frame is not None if type(coro) is native else _may_be_running(coro))
+        ]
         self.keep_limit = max(_FIRST_KEEP_LIMIT, 2 * len(self.keepalive))
 
     def close(self) -> None:
@@ -169,6 +175,8 @@ SKIP_FILES = _library_files()
 # where the walk starts.
 _HANDLE_RUN = asyncio.events.Handle._run.__code__
 _RUNNER_RUN = asyncio.Runner.run.__code__
+# asyncio.create_task, the usual caller of loop.create_task: the factory steps over it at once.
+_CREATE_TASK = asyncio.tasks.create_task.__code__
 
 
 def creator_of(start: FrameType | None) -> tuple[CodeType | None, int]:
@@ -234,23 +242,14 @@ def _stamper(depth: int) -> Callable[[asyncio.Future[Any], object], None]:
     ``depth`` frames above the frame that called the stamper's caller."""
     get_frame = sys._getframe
     skip = SKIP_FILES
-    handle_run, runner_run = _HANDLE_RUN, _RUNNER_RUN
     get_scope = current_scope.get
 
     def stamp(task: asyncio.Future[Any], coro: object) -> None:
-        frame: FrameType | None = get_frame(depth + 1)
-        while (
-            frame is not None
-            and (code := frame.f_code).co_filename in skip
-            and code is not handle_run
-            and code is not runner_run
-        ):
-            frame = frame.f_back
+        frame = get_frame(depth + 1)
         scope = get_scope()
-        if frame is None:
-            task._tidegate_origin = (scope, None, 0)  # type: ignore[attr-defined]
-        elif (code := frame.f_code) is handle_run or code is runner_run:
-            task._tidegate_origin = (scope, *creator_of(get_frame(depth + 1)))  # type: ignore[attr-defined]
+        code = frame.f_code
+        if code.co_filename in skip:
+            task._tidegate_origin = (scope, *creator_of(frame))  # type: ignore[attr-defined]
         else:
             task._tidegate_origin = (scope, code, frame.f_lasti)  # type: ignore[attr-defined]
         if scope is not None and not task.done():
@@ -286,13 +285,17 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
 
     get_frame = sys._getframe
     skip = SKIP_FILES
-    handle_run, runner_run = _HANDLE_RUN, _RUNNER_RUN
+    create_task = _CREATE_TASK
     get_scope = current_scope.get
     # Where to start looking for the creator: above asyncio's own Python
     # loop.create_task when there is one. uvloop's is compiled and has no frame,
     # though Cython gives it a __code__: only a plain function makes one.
     method = getattr(loop.create_task, "__func__", None)
     depth = 2 if isinstance(method, FunctionType) else 1
+    # The frames a debug-mode creation traceback has that asyncio's, made without a factory,
+    # has not: this one, and asyncio's Python create_task, which trims itself only when it
+    # makes the task itself.
+    trim = depth
 
     if inner is None:
         new_task = asyncio.Task
@@ -304,20 +307,16 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
         ) -> asyncio.Future[Any]:
             # _stamper's stamp(), inlined: this is the path every task of a plain loop takes.
             task = new_task(coro, loop=loop, **options)
-            frame: FrameType | None = get_frame(depth)
-            # Climb over plumbing, stopping at the loop's own dispatch (see creator_of).
-            while (
-                frame is not None
-                and (code := frame.f_code).co_filename in skip
-                and code is not handle_run
-                and code is not runner_run
-            ):
-                frame = frame.f_back
+            if task._source_traceback:  # type: ignore[attr-defined]
+                # Debug mode: the creation traceback ends where asyncio's own would.
+                del task._source_traceback[-trim:]  # type: ignore[attr-defined]
+            frame = get_frame(depth)
+            if frame.f_code is create_task:  # asyncio.create_task: the usual way in
+                frame = frame.f_back  # type: ignore[assignment]
             scope = get_scope()
-            if frame is None:
-                task._tidegate_origin = (scope, None, 0)  # type: ignore[attr-defined]
-            elif (code := frame.f_code) is handle_run or code is runner_run:
-                task._tidegate_origin = (scope, *creator_of(get_frame(depth)))  # type: ignore[attr-defined]
+            code = frame.f_code
+            if code.co_filename in skip:  # more plumbing: the whole walk (see creator_of)
+                task._tidegate_origin = (scope, *creator_of(frame))  # type: ignore[attr-defined]
             else:
                 task._tidegate_origin = (scope, code, frame.f_lasti)  # type: ignore[attr-defined]
             if scope is not None:
