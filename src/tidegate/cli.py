@@ -38,6 +38,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             )
         else:
             serve.add_argument(opt.flag, dest=opt.name, metavar=opt.metavar, help=opt.help_line())
+    # A process of `--workers N`, started by the supervisor: the configuration comes on stdin,
+    # the listeners share their ports, and the end of stdin (the supervisor gone) stops it.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument(
         "--log-level",
         default="INFO",
@@ -87,6 +90,12 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     logging.basicConfig(
         level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.worker:
+        from tidegate.gateway.supervisor import config_from_json
+
+        config = config_from_json(sys.stdin.buffer.readline())
+        _run(_serve_async(config, worker=True))
+        return 0
     flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     try:
         config = load_config(flags=flags, env=env, file=args.config)
@@ -95,8 +104,11 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"tidegate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        _run(_serve_async(config))
-    except OSError as exc:
+        if config.workers > 1:
+            _run(_supervise(config, str(args.log_level)))
+        else:
+            _run(_serve_async(config))
+    except (OSError, RuntimeError) as exc:  # NatsServerMissing is a RuntimeError
         print(f"tidegate: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -131,7 +143,45 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-async def _serve_async(config: Config) -> None:
+async def _supervise(config: Config, log_level: str) -> None:
+    from tidegate.gateway.supervisor import Supervisor
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await Supervisor(config, log_level=log_level).run(stop)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    print("tidegate: stopped (all workers)", flush=True)
+
+
+def _stop_when_stdin_ends(stop: asyncio.Event) -> Callable[[], None]:
+    """A worker's stdin is a pipe its supervisor holds open: its end means the supervisor is
+    gone. Returns the undo."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            stop.set()
+
+    def undo() -> None:
+        loop.remove_reader(fd)
+
+    loop.add_reader(fd, readable)
+    return undo
+
+
+async def _serve_async(config: Config, *, worker: bool = False) -> None:
     from tidegate import leaks
     from tidegate.gateway import open_gateway
 
@@ -145,8 +195,9 @@ async def _serve_async(config: Config) -> None:
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
+    undo_stdin = _stop_when_stdin_ends(stop) if worker else None
     try:
-        async with open_gateway(config) as gateway:
+        async with open_gateway(config, reuse_port=worker) as gateway:
             for name, address in (
                 ("tcp", gateway.tcp_address),
                 ("udp", gateway.udp_address),
@@ -163,6 +214,8 @@ async def _serve_async(config: Config) -> None:
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+        if undo_stdin is not None:
+            undo_stdin()
         uninstall_dump()
     await _report_leftovers()
 

@@ -180,6 +180,13 @@ class Config:
     canary_timeout: float = option(
         2.0, SECONDS, "with a broker: a canary or probe not back this long fails `/readyz`"
     )
+    workers: int = option(
+        1,
+        COUNT,
+        "gateway processes sharing the TCP, UDP and HTTP ports (SO_REUSEPORT), joined through "
+        "`--broker`, or through a local nats-server started for them without it; a supervisor "
+        "restarts them and serves the admin port for the group (docs/scaling.md)",
+    )
 
     def __post_init__(self) -> None:
         for opt in OPTIONS:

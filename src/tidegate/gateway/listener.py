@@ -56,10 +56,13 @@ class TcpListener:
         high_water: int,
         low_water: int,
         backlog: int = 1024,
+        reuse_port: bool = False,
     ) -> TcpListener:
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=backlog)
+        sock = socket.create_server(
+            (host, port), family=family, backlog=backlog, reuse_port=reuse_port
+        )
         sock.setblocking(False)
         listener = cls(sock, factory, backlog=backlog, high_water=high_water, low_water=low_water)
         try:

@@ -14,6 +14,7 @@ file appearing); the server writes it once it listens.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -27,6 +28,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["NatsServer", "NatsServerMissing", "find_nats_server"]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies (Linux
+    `PR_SET_PDEATHSIG`; elsewhere nothing)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 class NatsServerMissing(RuntimeError):
@@ -61,6 +69,7 @@ class NatsServer:
         config: Path | None = None,
         binary: str | None = None,
         log: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.binary = binary or find_nats_server()
         self.port = port
@@ -70,6 +79,7 @@ class NatsServer:
         self.routes = list(routes)
         self.config = config
         self.log = log
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.monitor_url = ""
@@ -96,20 +106,52 @@ class NatsServer:
 
     def start(self, timeout: float = 10.0) -> NatsServer:
         """Start it (again, on the same ports once they are known) and wait until it
-        listens."""
+        listens. Blocks (polling for the ports file) for the few milliseconds that takes."""
         with tempfile.TemporaryDirectory(prefix="tidegate-natsd-") as ports_dir:
             self.process = subprocess.Popen(
                 self.command(ports_dir),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL if self.log is None else None,
+                # Only from a single-threaded start (the supervisor's, before its workers).
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
-            ports_file = Path(ports_dir) / f"{Path(self.binary).name}_{self.process.pid}.ports"
             try:
-                ports = self._wait_for_ports(ports_file, ports_dir, timeout)
+                deadline = time.monotonic() + timeout
+                delay = 0.002
+                while (ports := self.ports(ports_dir, self.process.pid)) is None:
+                    self.check_alive(self.process.poll(), ports_dir, deadline, timeout)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
             except BaseException:
                 self.kill()
                 raise
+        self.adopt(ports)
+        return self
+
+    def ports(self, ports_dir: str, pid: int) -> dict[str, Any] | None:
+        """The ports file of process `pid`, once the server has written it whole."""
+        path = Path(ports_dir) / f"{Path(self.binary).name}_{pid}.ports"
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            ports: dict[str, Any] = json.loads(path.read_text())
+            if ports.get("nats"):
+                return ports
+        return None  # not there yet, or caught half written
+
+    def check_alive(
+        self, returncode: int | None, ports_dir: str, deadline: float, timeout: float
+    ) -> None:
+        """Raise if the server exited, or took past `deadline`, while starting."""
+        if returncode is not None:
+            raise RuntimeError(
+                f"nats-server exited with {returncode} at start: "
+                f"{' '.join(self.command(ports_dir))}"
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nats-server did not start within {timeout:g} s")
+
+    def adopt(self, ports: dict[str, Any]) -> None:
+        """Take the ports the server chose (kept for a restart on the same ones)."""
         self.url = ports["nats"][0]
         self.port = int(self.url.rsplit(":", 1)[1])
         if ports.get("monitoring"):
@@ -118,27 +160,6 @@ class NatsServer:
         if ports.get("cluster"):
             self.cluster_url = ports["cluster"][0]
             self.cluster = int(self.cluster_url.rsplit(":", 1)[1])
-        return self
-
-    def _wait_for_ports(self, ports_file: Path, ports_dir: str, timeout: float) -> dict[str, Any]:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                # The server writes the file once it listens; it may be caught half written.
-                ports: dict[str, Any] = json.loads(ports_file.read_text())
-                if ports.get("nats"):
-                    return ports
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"nats-server exited with {self.process.returncode} at start: "
-                    f"{' '.join(self.command(ports_dir))}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nats-server did not start within {timeout:g} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
     @property
     def pid(self) -> int | None:

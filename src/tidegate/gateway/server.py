@@ -69,8 +69,10 @@ class Gateway:
     thread); the ingresses are handed it.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
         self.config = config
+        # One of `--workers` processes: the TCP, UDP and HTTP ports are shared (SO_REUSEPORT).
+        self._reuse_port = reuse_port
         self.counters = Counters()
         self.metrics = gateway_metrics(self.statistics)
         self.watchdog: Watchdog | None = None
@@ -163,6 +165,7 @@ class Gateway:
                     lambda: ClientProtocol(host),
                     high_water=self.connection_set.high_water,
                     low_water=self.connection_set.low_water,
+                    reuse_port=self._reuse_port,
                 )
                 self.connection_set.report_sockets_to(self._listener.update)
                 self.tcp_address = self._listener.address
@@ -177,6 +180,7 @@ class Gateway:
                         verifier=verifier, push=self.push, rejections=self.counters.rejections
                     ),
                     local_addr=config.udp,
+                    reuse_port=self._reuse_port or None,
                 )
                 self._udp_transport = transport
                 self.udp_address = _bound(transport.get_extra_info("sockname"))
@@ -189,7 +193,9 @@ class Gateway:
                     max_body=config.max_body,
                     max_batch=config.max_batch,
                 )
-                self.http_address = await self._serve_web(app, config.http)
+                self.http_address = await self._serve_web(
+                    app, config.http, reuse_port=self._reuse_port
+                )
             # The watchdog runs with or without the admin port: its blocked-loop reports go
             # to the log as well.
             self.watchdog = Watchdog(
@@ -210,7 +216,9 @@ class Gateway:
         self.connection_set.start_sweeping(loop.call_later)
         self._lifecycle.go(Step.STARTED)
 
-    async def _serve_web(self, app: web.Application, address: Address) -> Address:
+    async def _serve_web(
+        self, app: web.Application, address: Address, *, reuse_port: bool = False
+    ) -> Address:
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -219,7 +227,9 @@ class Gateway:
         )
         await runner.setup()
         self._web_runners.append(runner)
-        site = web.TCPSite(runner, address[0], address[1], reuse_address=True)
+        site = web.TCPSite(
+            runner, address[0], address[1], reuse_address=True, reuse_port=reuse_port or None
+        )
         await site.start()
         return _bound(runner.addresses[-1])
 
@@ -335,9 +345,10 @@ def _bound(sockname: object) -> Address:
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
-    """Start a gateway for the duration of the block; graceful shutdown on exit."""
-    gateway = Gateway(config)
+async def open_gateway(config: Config, *, reuse_port: bool = False) -> AsyncIterator[Gateway]:
+    """Start a gateway for the duration of the block; graceful shutdown on exit. With
+    `reuse_port`, its TCP, UDP and HTTP listeners share their ports (`--workers`)."""
+    gateway = Gateway(config, reuse_port=reuse_port)
     await gateway.start()
     try:
         yield gateway

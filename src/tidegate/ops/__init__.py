@@ -9,7 +9,7 @@ The gateway wires it in `tidegate.gateway.admin` and `Gateway.start()`: an `OpsM
 admin app; `Gateway.close()` closes the watchdog.
 """
 
-from .admin_routes import add_ops_routes, debug_vars
+from .admin_routes import add_ops_routes, bearer_guard, debug_vars
 from .dashboard import dashboard_html
 from .metrics import (
     GatewayCollector,
@@ -33,6 +33,7 @@ __all__ = [
     "StatsProvider",
     "Watchdog",
     "add_ops_routes",
+    "bearer_guard",
     "dashboard_html",
     "debug_vars",
     "open_watchdog",

@@ -47,7 +47,7 @@ from .metrics import ProcessStats, Stats, StatsProvider, process_stats
 from .profiler import profile_thread
 from .watchdog import Watchdog
 
-__all__ = ["OPEN_PATHS", "add_ops_routes", "debug_vars"]
+__all__ = ["OPEN_PATHS", "add_ops_routes", "bearer_guard", "debug_vars"]
 
 Ready = Callable[[], bool | Awaitable[bool]]
 
@@ -161,7 +161,9 @@ async def _profile(request: web.Request) -> web.Response:
     )
 
 
-def _bearer_guard(token: str) -> Middleware:
+def bearer_guard(token: str) -> Middleware:
+    """A middleware refusing every route but ``OPEN_PATHS`` without the admin token."""
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
@@ -211,4 +213,4 @@ def add_ops_routes(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/debug/profile", _profile)
     if admin_token is not None:
-        app.middlewares.append(_bearer_guard(admin_token))
+        app.middlewares.append(bearer_guard(admin_token))
