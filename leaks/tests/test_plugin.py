@@ -473,3 +473,35 @@ def test_the_blocking_marker_alone_enables_the_check(pytester: pytest.Pytester, 
         """
     )
     run().assert_outcomes(failed=1)
+
+
+SESSION_LOOP = """
+import asyncio, pytest, pytest_asyncio
+
+async def hang(event):
+    await event.wait()
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def leaky_on_the_session_loop():
+    asyncio.create_task(hang(asyncio.Event()), name="session-loop-leak")
+    yield
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_uses_it(leaky_on_the_session_loop):
+    pass
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_clean_on_the_same_loop():
+    pass
+"""
+
+
+def test_a_function_fixture_on_a_session_loop_is_checked(
+    pytester: pytest.Pytester, run: Run
+) -> None:
+    pytester.makepyfile(SESSION_LOOP)
+    result = run("--leaks", "-o", "leaks_timeout=0.1")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*created by leaky_on_the_session_loop*", "*test_uses_it leaked: task session-loop-leak*"]
+    )

@@ -194,6 +194,7 @@ _RUNNER_TASKS = (Ignore("an async test runner's own task", _is_runner_task),)
 # which test it serves.
 _active: list[_TestCheck] = []
 _original_get_loop = asyncio.Runner.get_loop
+_original_run = asyncio.Runner.run
 _original_close = asyncio.Runner.close
 
 
@@ -205,6 +206,14 @@ def _get_loop(self: asyncio.Runner) -> asyncio.AbstractEventLoop:
     if _active and current_scope.get() is _active[-1].entry.scope:
         _active[-1].add_loop(loop)
     return loop
+
+
+def _run(self: asyncio.Runner, coro: Any, *, context: Context | None = None) -> Any:
+    # pytest-asyncio runs each async fixture through Runner.run: a function-scoped fixture on
+    # a module- or session-wide loop makes that loop the test's from then on.
+    if _active and current_scope.get() is _active[-1].entry.scope:
+        _active[-1].add_loop(_original_get_loop(self))
+    return _original_run(self, coro, context=context)
 
 
 def _close(self: asyncio.Runner) -> None:
@@ -221,6 +230,7 @@ def _push(check: _TestCheck) -> None:
     # Patched while a test is checked, and only then.
     if not _active:
         asyncio.Runner.get_loop = _get_loop  # type: ignore[method-assign]
+        asyncio.Runner.run = _run  # type: ignore[method-assign]
         asyncio.Runner.close = _close  # type: ignore[method-assign]
     _active.append(check)
 
@@ -229,6 +239,7 @@ def _pop(check: _TestCheck) -> None:
     _active.remove(check)
     if not _active:
         asyncio.Runner.get_loop = _original_get_loop  # type: ignore[method-assign]
+        asyncio.Runner.run = _original_run  # type: ignore[method-assign]
         asyncio.Runner.close = _original_close  # type: ignore[method-assign]
 
 
