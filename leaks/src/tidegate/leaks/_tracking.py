@@ -152,9 +152,9 @@ def _library_files() -> frozenset[str]:
     # Frames in these files are plumbing between the user's call and the task's
     # birth (asyncio.create_task, TaskGroup.create_task, gather, ...); the
     # creation site is the first frame outside them.
-    # The detector's own modules too (the pytest plugin wraps asyncio.Runner's methods).
-    here = os.path.dirname(__file__)
-    files = {os.path.join(here, name) for name in os.listdir(here) if name.endswith(".py")}
+    # This module, and the pytest plugin's wrappers around asyncio.Runner's methods. (Not the
+    # rest of the package: the watchdog starts a thread of its own, and is its creator.)
+    files = {__file__, os.path.join(os.path.dirname(__file__), "pytest_plugin.py")}
     # uvloop.run() wraps asyncio.Runner: the main task's creator is the line calling it.
     uvloop = importlib.util.find_spec("uvloop")
     if uvloop is not None and uvloop.origin is not None:
