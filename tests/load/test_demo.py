@@ -30,3 +30,12 @@ def test_demo_shows_the_climb_and_the_flat_line(
     assert "in broadcast_worker" in out and "await done.send(outcome)" in out
     assert "created by handle_broadcast_leaky at " in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-folder" / "incident.json"
+    assert main(["demo", "incident", "--json", str(missing), "--plain"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tidegate demo incident: --json {missing}: no such directory: {missing.parent}\n"

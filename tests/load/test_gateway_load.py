@@ -9,12 +9,19 @@ inside a short run, while healthy clients (pinging every 0.5 s) have room for a 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 from pathlib import Path
 
 import pytest
 
 from tidegate.cli import main
+from tidegate.load import gateway_load
+from tidegate.load.display import Display
+from tidegate.load.fleet import Fleet
+from tidegate.load.gateway_load import GatewayLoad
+from tidegate.load.verdict import Report
 
 from .servers import leaky_gateway, serve
 
@@ -171,3 +178,61 @@ def test_bad_option_value_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) 
         main(["load", "--tcp", "nowhere", "--admin", "h:2", "--udp", "h:3"])
     assert exited.value.code == 2
     assert "argument --tcp: 'nowhere' is not HOST:PORT" in capsys.readouterr().err
+
+
+def test_admin_at_a_port_that_is_not_http_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve() as gw:
+        ports = ["--tcp", gw["tcp"], "--udp", gw["udp"], "--admin", gw["tcp"]]
+        status = main(["load", *ports, "--plain"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"tidegate load: the admin port at {gw['tcp']} is not an HTTP server (")
+
+
+@pytest.mark.parametrize("flag", ["--json", "--png"])
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens at these addresses: the refusal comes before the first connection.
+    address = f"127.0.0.1:{free_port()}"
+    ports = ["--tcp", address, "--udp", address, "--admin", address]
+    missing = tmp_path / "no-such-folder" / "r.out"
+    assert main(["load", *ports, flag, str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tidegate load: {flag} {missing}: no such directory: {missing.parent}\n"
+    assert main(["load", *ports, flag, str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"tidegate load: {flag} {tmp_path}: is a directory\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_client_process_that_dies_stops_the_run_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_load = Fleet.load
+
+    async def load_then_kill_one(fleet: Fleet) -> None:
+        await start_load(fleet)
+        os.kill(fleet.pids[1], signal.SIGKILL)
+
+    monkeypatch.setattr(Fleet, "load", load_then_kill_one)
+    with serve() as gw:
+        # A load of 10 minutes: only the dead process can end this run inside the timeout.
+        status = load(gw, "--clients 10 --processes 2 --rate 10 --duration 600 --drain 1")
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert err == "tidegate load: client process 1 ended: killed by SIGKILL\n"
+
+
+def test_an_unexpected_error_exits_3_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def broken(settings: GatewayLoad, display: Display) -> Report:
+        raise ValueError("a bug in the tool")
+
+    monkeypatch.setattr(gateway_load, "run_gateway_load", broken)
+    address = f"127.0.0.1:{free_port()}"
+    status = main(["load", "--tcp", address, "--udp", address, "--admin", address, "--plain"])
+    err = capsys.readouterr().err
+    assert status == 3
+    assert "Traceback (most recent call last)" in err and "ValueError: a bug in the tool" in err
+    assert err.endswith("tidegate load: unexpected error, a bug: its traceback is above\n")

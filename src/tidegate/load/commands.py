@@ -1,7 +1,7 @@
 """The command line of ``tidegate load``, ``tidegate load http`` and ``tidegate demo incident``.
 
-``register(commands)`` adds them to the ``tidegate`` parser. Exit status: 0 NO LEAK, 1 LEAK,
-2 a usage error or an address that did not answer (one line on stderr says which).
+``register(commands)`` adds them to the ``tidegate`` parser. Exit statuses: see ``exits``
+(0 NO LEAK, 1 LEAK, 2 a usage or connection error in one line, 3 a bug with its traceback).
 """
 
 from __future__ import annotations
@@ -11,31 +11,41 @@ import json
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .display import Display, make_display
+from .exits import (
+    EXIT_LEAK,
+    EXIT_NO_LEAK,
+    EXIT_USAGE,
+    Exit,
+    UsageError,
+    check_writable,
+    run_command,
+)
 from .fleet import FleetError
-from .limits import run
 from .options import FAULTS, PUSH_KINDS, parse_address, parse_seconds, parse_shares
 from .plot import PlotUnavailable, check_plotting, write_run_png
 from .probe import ProbeError, Unreachable
 from .verdict import LEAK, Report, format_summary
 
-__all__ = ["EXIT_LEAK", "EXIT_NO_LEAK", "EXIT_USAGE", "register"]
+if TYPE_CHECKING:
+    from .gateway_load import GatewayLoad
+    from .http_load import HttpLoad
 
-EXIT_NO_LEAK: Final = 0
-EXIT_LEAK: Final = 1
-EXIT_USAGE: Final = 2
+__all__ = ["ONE_LINE_ERRORS", "register"]
+
+# The errors that are one line for the user (exit 2); anything else is a bug (exit 3).
+ONE_LINE_ERRORS: Final = (UsageError, Unreachable, ProbeError, FleetError)
+
+S = TypeVar("S")
+V = TypeVar("V")
 
 
-class UsageError(Exception):
-    """Bad options: one line for stderr."""
-
-
-def _type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+def _type(parse: Callable[[str], V]) -> Callable[[str], V]:
     """An argparse type whose ValueError message is shown as is."""
 
-    def convert(text: str) -> Any:
+    def convert(text: str) -> V:
         try:
             return parse(text)
         except ValueError as exc:
@@ -110,7 +120,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Read the task count, run a concurrent load with faults, let it drain, read the "
             "count again, and diff the grouped stack dumps to name what leaked. Exit 0 NO "
-            "LEAK, 1 LEAK, 2 usage or connection error. See docs/load.md."
+            "LEAK, 1 LEAK, 2 a usage or connection error (one line says which), 3 a bug in "
+            "the tool (its traceback), 130 interrupted. See docs/load.md."
         ),
         usage="%(prog)s --tcp H:P --admin H:P (--udp H:P | --http H:P) [options]\n"
         "       %(prog)s http --url URL --count-url URL [options]",
@@ -207,10 +218,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _common(load, suppress=False)
     load.set_defaults(run=_run_load)
 
-    subs = load.add_subparsers(dest="load_target", metavar="http", required=False)
+    subs = load.add_subparsers(
+        dest="load_target",
+        title="any HTTP service",
+        metavar="http",
+        help="load any HTTP service and check its count endpoint returns to its baseline"
+        " (tidegate load http --help)",
+        required=False,
+    )
     http = subs.add_parser(
         "http",
-        help="load any HTTP service and check its count endpoint returns to its baseline",
+        prog="tidegate load http",
         description=(
             "Hit --url with --concurrency requests in flight, for --requests requests or "
             "--duration; read --count-url (a bare integer: tidegate's /_count or Go's "
@@ -261,21 +279,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     register_demo(commands)
 
 
-def one_line_error(
-    exc: BaseException, kinds: tuple[type[BaseException], ...]
-) -> BaseException | None:
-    """``exc`` if it is one of ``kinds`` (the errors that are one line for the user), also
-    when task groups wrapped it on its way out; else None (a bug: let it show)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc if isinstance(exc, kinds) else None
-
-
 def _env(value: str | None, env: Mapping[str, str], name: str) -> str | None:
     return value if value else env.get(name) or None
 
 
-def _gateway_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
+def _gateway_settings(args: argparse.Namespace, env: Mapping[str, str]) -> GatewayLoad:
     from .gateway_load import GatewayLoad
 
     if args.tcp is None or args.admin is None:
@@ -317,7 +325,7 @@ def _gateway_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     )
 
 
-def _http_settings(args: argparse.Namespace) -> Any:
+def _http_settings(args: argparse.Namespace) -> HttpLoad:
     from .http_load import HttpLoad
 
     gateway_options: Mapping[str, tuple[str, object]] = args.gateway_options
@@ -369,12 +377,15 @@ def _http_settings(args: argparse.Namespace) -> Any:
 
 def _execute(
     args: argparse.Namespace,
-    settings_of: Callable[[], Any],
-    start: Callable[[Any, Display], Coroutine[Any, Any, Report]],
-    title: Callable[[Any], str],
+    settings_of: Callable[[], S],
+    start: Callable[[S, Display], Coroutine[Any, Any, Report]],
+    title: Callable[[S], str],
 ) -> int:
     try:
         settings = settings_of()
+        for flag, path in (("--json", args.json), ("--png", args.png)):
+            if path is not None:
+                check_writable(path, flag)
         if args.png is not None:
             check_plotting()
     except (UsageError, PlotUnavailable) as exc:
@@ -382,33 +393,30 @@ def _execute(
         return EXIT_USAGE
     display = make_display(False if args.plain else None)
     try:
-        report = run(start(settings, display))
-    except KeyboardInterrupt:
-        display.close()
-        print("tidegate load: interrupted", file=sys.stderr)
-        return 130
-    except BaseException as exc:
-        display.close()
-        known = one_line_error(exc, (Unreachable, ProbeError, FleetError, ValueError))
-        if known is None:
-            raise
-        print(f"tidegate load: {known}", file=sys.stderr)
-        return EXIT_USAGE
+        report = run_command(
+            "tidegate load", start(settings, display), display, known=ONE_LINE_ERRORS
+        )
+    except Exit as exit:
+        return exit.status
     display.close()
     print(format_summary(report), flush=True)
-    if args.json is not None:
-        args.json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-        print(f"report: {args.json}")
-    if args.png is not None:
-        write_run_png(args.png, report.samples, report.phases, title=title(settings))
-        print(f"plot: {args.png}")
+    try:
+        if args.json is not None:
+            args.json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+            print(f"report: {args.json}")
+        if args.png is not None:
+            write_run_png(args.png, report.samples, report.phases, title=title(settings))
+            print(f"plot: {args.png}")
+    except OSError as exc:
+        print(f"tidegate load: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_LEAK if report.verdict == LEAK else EXIT_NO_LEAK
 
 
 def _run_load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .gateway_load import run_gateway_load
 
-    def title(s: Any) -> str:
+    def title(s: GatewayLoad) -> str:
         return f"tidegate load: {s.clients} clients, {s.rate:g} pushes/s, {s.duration:g}s"
 
     return _execute(args, lambda: _gateway_settings(args, env), run_gateway_load, title)
@@ -417,7 +425,7 @@ def _run_load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _run_http(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .http_load import run_http_load
 
-    def title(s: Any) -> str:
+    def title(s: HttpLoad) -> str:
         return f"tidegate load http: {s.method} {s.url}"
 
     return _execute(args, lambda: _http_settings(args), run_http_load, title)

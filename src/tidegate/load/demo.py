@@ -22,11 +22,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from .commands import one_line_error
 from .display import Display, make_display
+from .exits import EXIT_USAGE, Exit, UsageError, check_writable, run_command
 from .fleet import FleetError
 from .gateway_load import GatewayLoad, run_gateway_load
-from .limits import run
 from .options import parse_address
 from .plot import PlotUnavailable, check_plotting, write_comparison_png
 from .probe import ProbeError, Unreachable
@@ -242,33 +241,45 @@ def _run_incident(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         if args.runs < 1 or args.clients < 1 or args.duration <= 0 or args.rate <= 0:
             raise DemoError("--runs, --clients, --duration and --rate must be positive")
+        for flag, path in (("--json", args.json), ("--png", args.png)):
+            if path is not None:
+                check_writable(path, flag)
         find_examples()
         check_plotting()
-    except (DemoError, PlotUnavailable) as exc:
+    except (DemoError, UsageError, PlotUnavailable) as exc:
         print(f"tidegate demo incident: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     display = make_display(False if args.plain else None)
     try:
-        leaky, fixed = run(incident(args, display))
-    except BaseException as exc:
-        display.close()
-        known = one_line_error(exc, (DemoError, Unreachable, ProbeError, FleetError))
-        if known is None:
-            raise
-        print(f"tidegate demo incident: {known}", file=sys.stderr)
-        return 2
+        leaky, fixed = run_command(
+            "tidegate demo incident",
+            incident(args, display),
+            display,
+            known=(DemoError, Unreachable, ProbeError, FleetError),
+        )
+    except Exit as exit:
+        return exit.status
     display.close()
     print(summary(leaky, fixed))
-    write_comparison_png(
-        args.png,
-        {"leaky example (the incident's handler)": leaky.samples, "tidegate serve": fixed.samples},
-        title=f"the same load, {len(leaky.reports)} runs against each: live asyncio tasks",
-    )
-    print(f"plot: {args.png}")
-    if args.json is not None:
-        document = {"leaky": _series_json(leaky), "tidegate": _series_json(fixed)}
-        args.json.write_text(json.dumps(document, indent=1) + "\n")
-        print(f"report: {args.json}")
+    try:
+        write_comparison_png(
+            args.png,
+            {
+                "leaky example (the incident's handler)": leaky.samples,
+                "tidegate serve": fixed.samples,
+            },
+            title=f"the same load, {len(leaky.reports)} runs against each: live asyncio tasks",
+        )
+        print(f"plot: {args.png}")
+        if args.json is not None:
+            document = {"leaky": _series_json(leaky), "tidegate": _series_json(fixed)}
+            args.json.write_text(json.dumps(document, indent=1) + "\n")
+            print(f"report: {args.json}")
+    except OSError as exc:
+        print(
+            f"tidegate demo incident: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr
+        )
+        return EXIT_USAGE
     shown = all(r.verdict == LEAK for r in leaky.reports) and all(
         r.verdict == NO_LEAK for r in fixed.reports
     )

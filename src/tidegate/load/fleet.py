@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import math
+import signal
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -45,6 +46,13 @@ class Progress:
 
 
 class _Process:
+    """One client process: its events (read as they come), its last words on stderr.
+
+    Its output may end only after ``released`` (its last event), after ``error`` (it gave
+    up), or once we stop it; ending otherwise (killed, crashed) is a ``FleetError`` raised
+    by ``read_events`` at once, which stops the run through the task group that reads.
+    """
+
     def __init__(
         self, index: int, proc: asyncio.subprocess.Process, progressed: asyncio.Event
     ) -> None:
@@ -54,40 +62,90 @@ class _Process:
         self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.progress = Progress(0, 0, 0)
         self.stderr: deque[str] = deque(maxlen=20)
+        self._stderr_read = asyncio.Event()
+        self.stopping = False  # we are stopping it: its output may end
+        self._done = False  # it said its last event (released or error)
 
     async def read_events(self) -> None:
         assert self.proc.stdout is not None
         async for line in self.proc.stdout:
-            event = json.loads(line)
-            if event.get("op") == "progress":
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict):
+                text = line.decode(errors="replace").strip()[:80]
+                raise FleetError(f"client process {self.index} wrote {text!r}, not an event")
+            op = event.get("op")
+            if op == "progress":
                 self.progress = Progress(event["up"], event["received"], event["delivered"])
                 self._progressed.set()
-            else:
-                self.events.put_nowait(event)
+                continue
+            self._done = self._done or op in ("released", "error")
+            self.events.put_nowait(event)
+        if not (self._done or self.stopping):
+            raise FleetError(await self._ended())
         self.events.put_nowait(None)  # the process is gone
 
     async def read_stderr(self) -> None:
         assert self.proc.stderr is not None
-        async for line in self.proc.stderr:
-            self.stderr.append(line.decode(errors="replace").rstrip())
+        try:
+            async for line in self.proc.stderr:
+                self.stderr.append(line.decode(errors="replace").rstrip())
+        finally:
+            self._stderr_read.set()
 
-    def send(self, message: dict[str, Any]) -> None:
+    async def _ended(self) -> str:
+        """Why the process ended, once it has (bounded): its last line on stderr, or how
+        it exited."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EXIT_TIMEOUT):
+                await self.proc.wait()
+                await self._stderr_read.wait()
+        return self._why()
+
+    def _why(self) -> str:
+        status = self.proc.returncode
+        if self.stderr:
+            why = self.stderr[-1]
+        elif status is None:
+            why = "its output ended"
+        elif status < 0:
+            why = f"killed by {signal.Signals(-status).name}"
+        else:
+            why = f"exit status {status}"
+        return f"client process {self.index} ended: {why}"
+
+    def send(self, line: bytes) -> None:
+        """Write one command line (JSON and a newline); a process that has ended is a
+        ``FleetError`` naming it."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        if self.proc.returncode is not None or stdin.is_closing():
+            raise FleetError(self._why())
+        stdin.write(line)
+
+    async def drain(self) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        try:
+            await self.proc.stdin.drain()
+        except (ConnectionError, RuntimeError):
+            raise FleetError(await self._ended()) from None
 
     async def expect(self, op: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        await self.proc.stdin.drain()
+        await self.drain()
         event = await self.events.get()
         if event is None:
-            await self.proc.wait()
-            last = self.stderr[-1] if self.stderr else f"exit status {self.proc.returncode}"
-            raise FleetError(f"client process {self.index} ended: {last}")
+            raise FleetError(await self._ended())
         if event.get("op") == "error":
             raise FleetError(str(event.get("message")))
         if event.get("op") != op:
             raise FleetError(f"client process {self.index} said {event.get('op')!r}, not {op!r}")
         return event
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
 
 
 class Fleet:
@@ -99,6 +157,10 @@ class Fleet:
     @property
     def size(self) -> int:
         return len(self._processes)
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.proc.pid for process in self._processes]
 
     def progress(self) -> Progress:
         parts = [p.progress for p in self._processes]
@@ -131,12 +193,14 @@ class Fleet:
         its rooms. The welcome's heartbeat is kept in ``heartbeat``."""
         for process, share in zip(self._processes, split(specs, self.size), strict=False):
             process.send(
-                {
-                    "op": "start",
-                    "tcp": list(tcp),
-                    "jwt_secret": jwt_secret,
-                    "clients": [spec.to_json() for spec in share],
-                }
+                _line(
+                    {
+                        "op": "start",
+                        "tcp": list(tcp),
+                        "jwt_secret": jwt_secret,
+                        "clients": [spec.to_json() for spec in share],
+                    }
+                )
             )
         ups = await self._all("up")
         beats = [u["heartbeat"] for u in ups if u.get("heartbeat") is not None]
@@ -144,19 +208,22 @@ class Fleet:
 
     async def load(self) -> None:
         for process in self._processes:
-            process.send({"op": "load"})
-            assert process.proc.stdin is not None
-            await process.proc.stdin.drain()
+            process.send(_line({"op": "load"}))
+            await process.drain()
 
-    async def finish(self, pushes: Sequence[tuple[int, str]]) -> Tally:
-        log = [list(push) for push in pushes]
+    async def finish(self, pushes: Sequence[tuple[int, str]]) -> None:
+        """The load is over: the processes count what their healthy clients got against
+        ``pushes`` and close every connection but the vanished ones."""
+        line = _line({"op": "finish", "pushes": [list(push) for push in pushes]})
         for process in self._processes:
-            process.send({"op": "finish", "pushes": log})
-        return _merged(await self._all("report"))
+            process.send(line)  # the same bytes to each: the log is encoded once
+        await self._all("finished")
 
     async def release(self) -> Tally:
+        """Read the vanished connections once more (did the gateway end them?), close
+        them; every process's tally, added up."""
         for process in self._processes:
-            process.send({"op": "release"})
+            process.send(_line({"op": "release"}))
         return _merged(await self._all("released"))
 
 
@@ -169,7 +236,8 @@ def _merged(events: list[dict[str, Any]]) -> Tally:
 
 @contextlib.asynccontextmanager
 async def open_fleet(processes: int) -> AsyncIterator[Fleet]:
-    """Start ``processes`` client processes (``python -m tidegate.load.worker``)."""
+    """Start ``processes`` client processes (``python -m tidegate.load.worker``). One that
+    ends before its time (killed, crashed) stops the body at once with a ``FleetError``."""
     started: list[_Process] = []
     progressed = asyncio.Event()
     try:
@@ -193,7 +261,7 @@ async def open_fleet(processes: int) -> AsyncIterator[Fleet]:
             finally:
                 await _stop(started)
     except BaseExceptionGroup as group:
-        # The readers never fail on their own; unwrap what the body raised.
+        # One error (what the body raised, or the reader of a process that ended): as is.
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
@@ -201,6 +269,8 @@ async def open_fleet(processes: int) -> AsyncIterator[Fleet]:
 
 async def _stop(processes: list[_Process]) -> None:
     """Close each process's stdin (it exits on EOF), then terminate any that lingers."""
+    for process in processes:
+        process.stopping = True
     for process in processes:
         if process.proc.stdin is not None and not process.proc.stdin.is_closing():
             process.proc.stdin.close()

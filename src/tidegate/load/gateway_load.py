@@ -91,8 +91,6 @@ async def check_tcp(address: tuple[str, int], what: str) -> None:
 
 async def run_gateway_load(settings: GatewayLoad, display: Display) -> Report:
     s = settings
-    if s.udp is None and s.http is None:
-        raise ValueError("give --udp or --http: where the load sends its pushes")
     headers = {"Authorization": f"Bearer {s.admin_token}"} if s.admin_token else {}
     async with open_probe(
         vars_url=_url(s.admin, "/debug/vars"),
@@ -142,7 +140,7 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
                 notes.append(
                     f"healthy clients still missed pushes {SETTLE_TIMEOUT:g}s after the last"
                 )
-            tally = await fleet.finish(log)
+            await fleet.finish(log)
             stop_sampling.set()
             await progress
             window = s.drain

@@ -54,6 +54,10 @@ class Probe:
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             why = "timed out" if isinstance(exc, TimeoutError) else reason(exc)
             raise Unreachable(f"no answer from {what} at {_where(url)} ({why})") from None
+        except aiohttp.ClientError as exc:  # it answered, not in HTTP (a wrong port)
+            text = str(getattr(exc, "message", "") or exc).strip()
+            why = text.partition("\n")[0].rstrip(":") or type(exc).__name__
+            raise ProbeError(f"{what} at {_where(url)} is not an HTTP server ({why})") from None
         if response.status != 200:
             first = text.strip().partition("\n")[0][:100]
             raise ProbeError(f"{what} at {url} answered {response.status}: {first}")

@@ -8,7 +8,7 @@ RSS is reported, never judged: allocators keep freed memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -299,10 +299,3 @@ def format_summary(report: Report, *, max_groups: int = 5) -> str:
         elif report.target.get("stack_url") is None:
             out.append("(no stack dump to diff: give --stack-url to see which stacks grew)")
     return "\n".join(out)
-
-
-def merge_tallies(tallies: Sequence[Tally]) -> Tally:
-    total = Tally()
-    for tally in tallies:
-        total.merge(tally)
-    return total

@@ -10,7 +10,7 @@ main -> worker                                         worker -> main
 ``{"op":"start","tcp":[h,p],"clients":[...],...}``     ``{"op":"up","clients":n,"heartbeat":s}``
                                                        (or ``{"op":"error","message":...}``)
 ``{"op":"load"}``: the load phase starts now           ``{"op":"progress","up":n,...}`` 4 a sec
-``{"op":"finish","pushes":[[seq,target],...]}``        ``{"op":"report","tally":{...}}``
+``{"op":"finish","pushes":[[seq,target],...]}``        ``{"op":"finished"}``
 ``{"op":"release"}``                                   ``{"op":"released"}``, then it exits
 =====================================================  ========================================
 
@@ -320,7 +320,7 @@ class Worker:
 
     # -- the end -----------------------------------------------------------------------------
 
-    async def finish(self, pushes: list[tuple[int, str]]) -> Tally:
+    async def finish(self, pushes: list[tuple[int, str]]) -> None:
         """Stop the load and count; close every connection but the vanished ones (kept,
         unread, until ``release``: the server must end them by its idle timeout)."""
         self.loading = False
@@ -358,7 +358,6 @@ class Worker:
                 closing.append(connection.closed)
         if closing:
             await asyncio.wait(closing, timeout=CONNECT_TIMEOUT)
-        return self.tally
 
     async def _resume(self, clients: list[LoadClient]) -> None:
         """Read kept sockets again, and count whether the server had ended each (and why)."""
@@ -412,8 +411,8 @@ async def _serve(commands: asyncio.StreamReader, emit: Callable[[dict[str, Any]]
         await command("load")
         worker.load(group)
         pushes = (await command("finish"))["pushes"]
-        tally = await worker.finish([(seq, target) for seq, target in pushes])
-    emit({"op": "report", "tally": tally.to_json()})
+        await worker.finish([(seq, target) for seq, target in pushes])
+    emit({"op": "finished"})
     await command("release")
     await worker.release()
     emit({"op": "released", "tally": worker.tally.to_json()})
