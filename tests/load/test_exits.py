@@ -17,7 +17,9 @@ def test_a_known_error_is_found_however_deeply_groups_wrapped_it() -> None:
 
 def test_several_known_errors_give_the_first() -> None:
     first, second = FleetError("one"), Unreachable("two")
-    assert one_line_error(ExceptionGroup("g", [first, ExceptionGroup("h", [second])]), KNOWN) is first
+    assert (
+        one_line_error(ExceptionGroup("g", [first, ExceptionGroup("h", [second])]), KNOWN) is first
+    )
 
 
 def test_any_other_error_in_the_group_is_a_bug() -> None:
