@@ -154,7 +154,7 @@ def _library_files() -> frozenset[str]:
     # creation site is the first frame outside them.
     # This module, and the pytest plugin's wrappers around asyncio.Runner's methods. (Not the
     # rest of the package: the watchdog starts a thread of its own, and is its creator.)
-    files = {__file__, os.path.join(os.path.dirname(__file__), "pytest_plugin.py")}
+    files = {__file__, os.path.join(os.path.dirname(__file__), "_test_check.py")}
     # uvloop.run() wraps asyncio.Runner: the main task's creator is the line calling it.
     uvloop = importlib.util.find_spec("uvloop")
     if uvloop is not None and uvloop.origin is not None:

@@ -24,8 +24,13 @@ Options: ``leaks_timeout``, ``leaks_ignore`` (rules, one a line: ``top:NAME``, `
 ``@pytest.mark.leaks(timeout=..., ignore=[...])`` checks a test (with its own options) even
 when the check is off; ``@pytest.mark.no_leak_check`` opts a test out.
 
+``--leaks-blocking=SECONDS`` (ini ``leaks_blocking``, marker ``leaks_blocking(SECONDS)``)
+fails an async test whose code blocked its event loop longer than that, with the blocking
+stack, using the loop watchdog the gateway runs.
+
 Under pytest-xdist the workers' findings travel to the controller with the test reports, so
-the session summary lists them as in a single process.
+the session summary lists them as in a single process. The check itself, and the runner
+hooks that find a test's loops, are in ``_test_check``.
 """
 
 from __future__ import annotations
@@ -34,24 +39,20 @@ import asyncio
 import asyncio.events
 import functools
 import inspect
-import sys
 import threading
 import unittest
 import warnings
 from collections.abc import Callable, Generator, Iterable
 from contextvars import Context, Token
-from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 import pytest
 
-from ._detector import LeakError, LeakWarning, _Entry, find, note_still_running
+from ._detector import LeakWarning, find, note_still_running
 from ._filters import Ignore, parse_ignore
-from ._inspect import is_pool_worker, job_origin, thread_frames
-from ._records import Leak
 from ._report import format_leak
-from ._tracking import Scope, current_scope, hold_loop, origin_of
+from ._test_check import RUNNER_TASKS, Options, TestCheck, original_get_loop, pop, push
+from ._tracking import Scope, current_scope
 from ._watchdog import LoopBlock, LoopBlockedError, Watchdog
 
 # Per session: the summary lines (node id, text), and what was still running at its end.
@@ -59,10 +60,10 @@ _SUMMARY = pytest.StashKey[list[tuple[str, str]]]()
 _SESSION_THREADS = pytest.StashKey[set[threading.Thread]]()
 _LEFTOVERS = pytest.StashKey[list[str]]()
 # Per test: its check, and its line in the summary.
-_CHECK = pytest.StashKey["_TestCheck"]()
+_CHECK = pytest.StashKey["TestCheck"]()
 _SUMMARY_LINE = pytest.StashKey[str]()
 # On the config: the test whose fixtures are being set up and torn down.
-_SETTING_UP = pytest.StashKey["_TestCheck"]()
+_SETTING_UP = pytest.StashKey["TestCheck"]()
 # The report property that carries a test's summary line (through xdist too).
 _PROPERTY = "tidegate_leaks"
 
@@ -154,14 +155,7 @@ def _ini_rules(config: pytest.Config) -> list[Ignore]:
     return [parse_ignore(line) for line in config.getini("leaks_ignore") if line.strip()]
 
 
-@dataclass(frozen=True)
-class _Options:
-    timeout: float
-    ignore: tuple[Ignore, ...]
-    action: str
-
-
-def _options(item: pytest.Item) -> _Options | None:
+def _options(item: pytest.Item) -> Options | None:
     if item.get_closest_marker("no_leak_check") is not None:
         return None
     marker = item.get_closest_marker("leaks")
@@ -174,209 +168,7 @@ def _options(item: pytest.Item) -> _Options | None:
     if marker is not None:
         timeout = float(marker.kwargs.get("timeout", timeout))
         rules.extend(marker.kwargs.get("ignore", ()))
-    return _Options(timeout, (*_RUNNER_TASKS, *rules), _action(item.config))
-
-
-def _is_runner_task(leak: Leak) -> bool:
-    return bool(leak.frames) and (leak.frames[0].module, leak.frames[0].function) in _RUNNERS
-
-
-# Default filter: the task an async test runner keeps for its whole life to run the test and
-# its fixtures in, and leaves for its loop's close to cancel. anyio's TestRunner is one.
-_RUNNERS = frozenset({("anyio._backends._asyncio", "TestRunner._run_tests_and_fixtures")})
-_RUNNER_TASKS = (Ignore("an async test runner's own task", _is_runner_task),)
-
-
-# --- the loops a test runs on, and the moment each closes --------------------------------
-
-# The tests being checked now, innermost last: one per session, plus any session a test runs
-# in-process (pytester). The runner hooks below find the test here: a runner does not know
-# which test it serves.
-_active: list[_TestCheck] = []
-_original_get_loop = asyncio.Runner.get_loop
-_original_run = asyncio.Runner.run
-_original_close = asyncio.Runner.close
-
-
-def _get_loop(self: asyncio.Runner) -> asyncio.AbstractEventLoop:
-    loop = _original_get_loop(self)
-    # Only a runner met outside the test's body is the test's (anyio's, made for a fixture or
-    # for the call): one the body starts itself (asyncio.run, a nested session) runs code
-    # under test, and closing its loop is that code's business.
-    if _active and current_scope.get() is _active[-1].entry.scope:
-        _active[-1].add_loop(loop)
-    return loop
-
-
-def _run(self: asyncio.Runner, coro: Any, *, context: Context | None = None) -> Any:
-    # pytest-asyncio runs each async fixture through Runner.run: a function-scoped fixture on
-    # a module- or session-wide loop makes that loop the test's from then on.
-    if _active and current_scope.get() is _active[-1].entry.scope:
-        _active[-1].add_loop(_original_get_loop(self))
-    return _original_run(self, coro, context=context)
-
-
-def _close(self: asyncio.Runner) -> None:
-    loop = getattr(self, "_loop", None)
-    if _active and loop is not None:
-        _active[-1].before_close(loop)
-    _original_close(self)
-
-
-def _push(check: _TestCheck) -> None:
-    # Every async runner there is builds on asyncio.Runner: pytest-asyncio's loop fixtures,
-    # anyio's test runner, IsolatedAsyncioTestCase, asyncio.run. A test's loop is met through
-    # get_loop (tracked from then on) and judged just before close() cancels what is left.
-    # Patched while a test is checked, and only then.
-    if not _active:
-        asyncio.Runner.get_loop = _get_loop  # type: ignore[method-assign]
-        asyncio.Runner.run = _run  # type: ignore[method-assign]
-        asyncio.Runner.close = _close  # type: ignore[method-assign]
-    _active.append(check)
-
-
-def _pop(check: _TestCheck) -> None:
-    _active.remove(check)
-    if not _active:
-        asyncio.Runner.get_loop = _original_get_loop  # type: ignore[method-assign]
-        asyncio.Runner.run = _original_run  # type: ignore[method-assign]
-        asyncio.Runner.close = _original_close  # type: ignore[method-assign]
-
-
-def _detach_stuck_executor(loop: asyncio.AbstractEventLoop, leaks: list[Leak]) -> None:
-    # A leaked job in the loop's default executor would make the runner's close
-    # (loop.shutdown_default_executor) wait for it forever. Give the loop a fresh executor
-    # instead; the old one is shut down without waiting.
-    if not any(leak.kind == "thread" and leak.name.startswith("asyncio_") for leak in leaks):
-        return
-    executor = getattr(loop, "_default_executor", None)
-    if executor is not None:
-        loop._default_executor = None  # type: ignore[attr-defined]
-        executor.shutdown(wait=False)
-
-
-class _TestCheck:
-    """One test's check: a scope for the test (its function-scoped fixtures start in it), the
-    body's scope nested inside, the loops the test ran on, and what was found on each."""
-
-    def __init__(self, item: pytest.Item, options: _Options) -> None:
-        self.item = item
-        self.options = options
-        # Set in the main context: sync fixtures and hooks run there, and pytest-asyncio
-        # copies it into the tasks of async fixtures.
-        self.entry = _Entry()
-        self.body = Scope(self.entry.scope)
-        self.loops: dict[asyncio.AbstractEventLoop, bool] = {}  # loop -> judged yet
-        self.found: list[Leak] = []
-        self.by_body: dict[int, bool] = {}  # id(leak) -> started by the body
-        self.waited = 0.0
-        self.errors: list[BaseException] = []
-
-    # -- loops ------------------------------------------------------------------------------
-
-    def add_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop not in self.loops and not loop.is_closed():
-            self.loops[loop] = False
-            hold_loop(loop)
-
-    def before_close(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Judge the test's tasks on ``loop`` now, while it can still run them."""
-        if self.loops.get(loop, True):
-            return  # not a loop of this test, or judged already
-        self.loops[loop] = True
-        try:
-            self._judge_tasks(loop)
-        except BaseException as error:  # never break the runner's close
-            self.errors.append(error)
-
-    def _judge_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
-        rules, timeout = self.options.ignore, self.options.timeout
-        entry = self.entry
-        entry.loop = loop
-        if loop.is_closed():
-            return
-        if loop.is_running():  # not ours to run: one look
-            found, waited = entry.scan(rules, tasks=True, threads=False), 0.0
-        else:
-
-            async def wait() -> tuple[list[Leak], float]:
-                entry.owner = asyncio.current_task()  # the waiting task is not a leak
-                return await entry.wait_async(rules, timeout, tasks=True, threads=False)
-
-            found, waited = loop.run_until_complete(wait())
-            # A job stuck in the default executor would hang the close that follows; the
-            # thread itself is judged at the end of teardown.
-            _detach_stuck_executor(loop, entry.scan(rules, tasks=False, threads=True))
-        entry.owner = None
-        self._add(found, waited)
-
-    def _add(self, found: list[Leak], waited: float) -> None:
-        # Who started each one is read now: a task the runner cancels next is gone by the
-        # time the report is written.
-        self.found.extend(found)
-        self.by_body.update((id(leak), self.started_by_body(leak)) for leak in found)
-        self.waited = max(self.waited, waited)
-
-    # -- the body ---------------------------------------------------------------------------
-
-    def body_scan(self) -> list[Leak]:
-        """What the body started that is still running, at a glance (no waiting)."""
-        entry = self.entry
-        entry.loop = asyncio.events._get_running_loop()
-        found = entry.scan(self.options.ignore, tasks=entry.loop is not None, threads=True)
-        return [leak for leak in found if self.started_by_body(leak)]
-
-    def started_by_body(self, leak: Leak) -> bool:
-        target = leak.target()
-        origin = None
-        if isinstance(target, threading.Thread) and target.ident is not None:
-            frames = thread_frames(_current_frame(target))
-            if is_pool_worker(frames):
-                origin = job_origin(frames)
-        if origin is None:
-            origin = origin_of(target)
-        return origin is not None and self.body.contains(origin.scope)
-
-    # -- the verdict ------------------------------------------------------------------------
-
-    def finish(self) -> tuple[list[Leak], str | None]:
-        """Judge what is left; returns the leaks and the session summary line."""
-        try:
-            for loop, judged in list(self.loops.items()):
-                if not judged:
-                    self.before_close(loop)
-            found, waited = self.entry.wait(
-                self.options.ignore, self.options.timeout, tasks=False, threads=True
-            )
-            self._add(found, waited)
-        finally:
-            self.entry.leave()
-            self.body.close()
-            self.entry.close()
-        if self.errors:
-            raise self.errors[0]
-        if not self.found:
-            return [], None
-        names = ", ".join(
-            f"{leak.kind} {leak.name} [{leak.blocked_on or leak.state}]" for leak in self.found
-        )
-        return self.found, names
-
-    def error(self) -> LeakError:
-        error = LeakError(self.found, waited=self.waited)
-        by_body = [leak for leak in self.found if self.by_body[id(leak)]]
-        by_fixtures = [leak for leak in self.found if not self.by_body[id(leak)]]
-        lines = [f"leaked by {self.item.nodeid}, judged after its teardown:"]
-        for who, leaks in (("the test body", by_body), ("a fixture", by_fixtures)):
-            if leaks:
-                listed = ", ".join(f"{leak.kind} {leak.name}" for leak in leaks)
-                lines.append(f"  started by {who}: {listed}")
-        error.add_note("\n".join(lines))
-        return error
-
-
-def _current_frame(thread: threading.Thread) -> FrameType | None:
-    return sys._current_frames().get(thread.ident or 0)
+    return Options(timeout, (*RUNNER_TASKS, *rules), _action(item.config))
 
 
 # --- hooks -----------------------------------------------------------------------------------
@@ -386,10 +178,10 @@ def _current_frame(thread: threading.Thread) -> FrameType | None:
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     options = _options(item)
     if options is not None:
-        check = _TestCheck(item, options)
+        check = TestCheck(item.nodeid, options)
         item.stash[_CHECK] = check
         item.config.stash[_SETTING_UP] = check
-        _push(check)
+        push(check)
     return (yield)
 
 
@@ -422,7 +214,7 @@ def pytest_fixture_setup(
 
 def _mark_body(
     func: Callable[..., Any],
-    check: _TestCheck | None,
+    check: TestCheck | None,
     blocking: float | None,
     blocked: list[LoopBlockedError],
 ) -> Callable[..., Any]:
@@ -538,7 +330,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     return result
 
 
-def _call_unittest(testcase: unittest.TestCase, check: _TestCheck) -> Generator[None, None, None]:
+def _call_unittest(testcase: unittest.TestCase, check: TestCheck) -> Generator[None, None, None]:
     """A unittest case runs setUp, the test and tearDown inside the call: all of it is the
     body. IsolatedAsyncioTestCase runs its coroutines in a context of its own, copied when
     the case was made: the body's scope is set there too, and the loop of its runner is the
@@ -555,7 +347,7 @@ def _call_unittest(testcase: unittest.TestCase, check: _TestCheck) -> Generator[
             setup_runner()
             runner = getattr(testcase, "_asyncioRunner", None)
             if isinstance(runner, asyncio.Runner):
-                check.add_loop(_original_get_loop(runner))
+                check.add_loop(original_get_loop(runner))
 
         testcase._setupAsyncioRunner = setup_and_track  # type: ignore[attr-defined]
     try:
@@ -582,13 +374,13 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
             try:
                 found, summary = check.finish()
             finally:
-                _pop(check)
+                pop(check)
             if found:
                 item.stash[_SUMMARY_LINE] = summary or ""
                 _report(check)
 
 
-def _report(check: _TestCheck) -> None:
+def _report(check: TestCheck) -> None:
     __tracebackhide__ = True
     error = check.error()
     if check.options.action == "warn":
