@@ -16,6 +16,7 @@ import time
 
 BENCHMARKS = [
     "leaks_bench",
+    "leaks_proof",
     "gateway_broadcast",
     "gateway_latency",
     "gateway_memory",

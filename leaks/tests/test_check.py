@@ -258,8 +258,8 @@ async def test_grouped_report_counts_identical_stacks() -> None:
     grouped = leaks.format_grouped(caught.value.leaks)
     await leaks.cancel_tasks(caught.value.leaks)
     assert grouped.startswith("total: 6 tasks, 0 threads\n")
-    assert "\n5 tasks [asyncio.Event.wait]:\n" in grouped
-    assert "\n1 task [asyncio.Event.wait]:\n" in grouped
+    assert "\n5 tasks [asyncio.Event.wait, suspected]:\n" in grouped
+    assert "\n1 task [asyncio.Event.wait, suspected]:\n" in grouped
     assert grouped.index("5 tasks") < grouped.index("1 task ")
 
 

@@ -35,7 +35,7 @@ def test_a_leak_fails_the_teardown_with_the_report(pytester: pytest.Pytester, ru
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_leaky*",
-            "*task forgotten [[]asyncio.Event.wait, 0.2s[]]:*",
+            "*task forgotten [[]asyncio.Event.wait, 0.2s, proven[]]:*",
             "*in hang*",
             "*created by test_leaky at *",
             "*leaked by *test_leaky, judged after its teardown:",
@@ -74,7 +74,7 @@ def test_ini_option_marker_and_opt_out(pytester: pytest.Pytester, run: Run) -> N
     )
     result = run()
     result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*marked-leak [[]asyncio.Event.wait, *s[]]*"])
+    result.stdout.fnmatch_lines(["*marked-leak [[]asyncio.Event.wait, *s, proven[]]*"])
     result.stdout.fnmatch_lines(["*test_marked leaked: task marked-leak*"])
 
 

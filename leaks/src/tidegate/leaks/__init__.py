@@ -7,6 +7,9 @@ Quick start::
     async with leaks.check():       # or: with ..., or @leaks.check()
         await code_under_test()     # LeakError if it leaves a task or thread running
 
+    leaks.find(prove=True)          # anywhere, no baseline: each task's verdict says
+                                    # whether it is proven blocked forever
+
 This package imports nothing else from tidegate, so any asyncio project can use it.
 """
 
@@ -29,7 +32,8 @@ from ._filters import (
     ignore_top_function,
     parse_ignore,
 )
-from ._records import Frame, Leak
+from ._proof import explain
+from ._records import Frame, Leak, Verdict
 from ._report import format_dump, format_grouped, format_leak
 from ._signals import dump, install_signal_dump
 from ._tracking import track, untrack, untrack_threads
@@ -44,10 +48,12 @@ __all__ = [
     "LeakWarning",
     "LoopBlock",
     "LoopBlockedError",
+    "Verdict",
     "Watchdog",
     "cancel_tasks",
     "check",
     "dump",
+    "explain",
     "find",
     "find_async",
     "format_dump",

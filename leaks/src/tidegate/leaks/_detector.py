@@ -11,6 +11,7 @@ process's threads, so it exits at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import sys
 import threading
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from . import _inspect
+from . import _inspect, _proof
 from ._filters import Ignore, excused
 from ._records import Leak
 from ._report import format_dump
@@ -53,8 +54,10 @@ class LeakError(AssertionError):
     def __str__(self) -> str:
         tasks = sum(1 for leak in self.leaks if leak.kind == "task")
         threads = len(self.leaks) - tasks
+        proven = sum(1 for leak in self.leaks if leak.verdict == "proven")
+        of_which = f" ({proven} proven blocked forever)" if proven else ""
         head = (
-            f"found {tasks} leaked task(s) and {threads} leaked thread(s) "
+            f"found {tasks} leaked task(s){of_which} and {threads} leaked thread(s) "
             f"still alive {self.waited:.2f}s after the scope ended:\n\n"
         )
         return head + format_dump(self.leaks)
@@ -82,11 +85,34 @@ def _all_loop_tasks() -> set[asyncio.Task[Any]]:
     return tasks
 
 
+def _task_records(tasks: list[asyncio.Task[Any]], now: float, *, prove: bool) -> list[Leak]:
+    # Judged before they are read: the records' own weak references are the only ones the
+    # detector adds, and the proof knows them.
+    verdicts = _proof.prove(tasks).verdicts if prove else _proof.quick_verdicts(tasks)
+    return [_inspect.inspect_task(task, now, verdicts.get(id(task))) for task in tasks]
+
+
+def with_verdicts(found: list[Leak]) -> list[Leak]:
+    """``found`` with a fresh proof's verdict on each task still alive."""
+    targets = [leak.target() for leak in found if leak.kind == "task"]
+    tasks = [task for task in targets if isinstance(task, asyncio.Future)]
+    del targets
+    if not tasks:
+        return found
+    verdicts = _proof.prove(tasks, limit=_proof.CHECK_LIMIT).verdicts
+    return [
+        dataclasses.replace(leak, verdict=verdicts[leak.ident])
+        if leak.kind == "task" and leak.ident in verdicts
+        else leak
+        for leak in found
+    ]
+
+
 def snapshot() -> list[Leak]:
     """Every task (of the running loop and of loops the detector has seen) and every
     thread, as records with the same fields as a leak."""
     now = time.monotonic()
-    records = [_inspect.inspect_task(task, now) for task in _all_loop_tasks()]
+    records = _task_records(list(_all_loop_tasks()), now, prove=False)
     frames = sys._current_frames()
     records.extend(
         _inspect.inspect_thread(thread, frames.get(thread.ident or 0), now)
@@ -118,9 +144,20 @@ def _scan_threads(now: float, belongs: Callable[[threading.Thread, list[Any]], b
     return found
 
 
-def find(*, ignore: Iterable[Ignore] = (), tasks: bool = True, threads: bool = True) -> list[Leak]:
+def find(
+    *,
+    ignore: Iterable[Ignore] = (),
+    tasks: bool = True,
+    threads: bool = True,
+    prove: bool = False,
+) -> list[Leak]:
     """Every task of the running loop and every thread, except the caller and the
-    default exclusions (idle pool workers, the main thread); never raises."""
+    default exclusions (idle pool workers, the main thread); never raises.
+
+    With ``prove``, each task's ``verdict`` comes from a proof (see docs/leaks.md):
+    ``proven`` means nothing that can still run can ever wake it. Without, a suspended
+    task is ``suspected`` unless an earlier proof found it ``proven``.
+    """
     now = time.monotonic()
     rules = tuple(ignore)
     found: list[Leak] = []
@@ -128,7 +165,7 @@ def find(*, ignore: Iterable[Ignore] = (), tasks: bool = True, threads: bool = T
         # Default filter: the task asking is still running its own code, not leaked.
         me = _current_task()
         found.extend(
-            _inspect.inspect_task(task, now) for task in _all_loop_tasks() if task is not me
+            _task_records([task for task in _all_loop_tasks() if task is not me], now, prove=prove)
         )
     if threads:
         # Default filter: the main thread runs the program itself; it ends with it.
@@ -138,14 +175,19 @@ def find(*, ignore: Iterable[Ignore] = (), tasks: bool = True, threads: bool = T
 
 
 async def find_async(
-    *, timeout: float = 1.0, ignore: Iterable[Ignore] = (), tasks: bool = True, threads: bool = True
+    *,
+    timeout: float = 1.0,
+    ignore: Iterable[Ignore] = (),
+    tasks: bool = True,
+    threads: bool = True,
+    prove: bool = False,
 ) -> list[Leak]:
     """Like ``find``, but first gives what is alive up to ``timeout`` seconds to end."""
     deadline = time.monotonic() + timeout
     delay = FIRST_DELAY
     await asyncio.sleep(0)
     while True:
-        found = find(ignore=ignore, tasks=tasks, threads=threads)
+        found = find(ignore=ignore, tasks=tasks, threads=threads, prove=prove)
         remaining = deadline - time.monotonic()
         if not found or remaining <= 0:
             return found
@@ -259,7 +301,7 @@ class _Entry:
             leaked_threads = self.scan(rules, tasks=False, threads=threads)
             remaining = deadline - time.monotonic()
             if not leaked_threads or remaining <= 0:
-                return leaked_tasks + leaked_threads, time.monotonic() - start
+                return with_verdicts(leaked_tasks + leaked_threads), time.monotonic() - start
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_DELAY)
 
@@ -275,7 +317,7 @@ class _Entry:
             found = self.scan(rules, tasks, threads)
             remaining = deadline - time.monotonic()
             if not found or remaining <= 0:
-                return found, time.monotonic() - start
+                return with_verdicts(found), time.monotonic() - start
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_DELAY)
 

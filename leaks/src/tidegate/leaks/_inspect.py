@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Iterable
 from types import CodeType, FrameType
 from typing import Any
 
-from ._records import Frame, Leak
+from ._records import Frame, Leak, RecordRef, Verdict
 from ._tracking import SKIP_FILES, Origin, current_scope, origin_of, run_job
 
 # --- what a frame means: (description, is_building_block) -----------------
@@ -320,7 +320,7 @@ def _debug_origin(task: asyncio.Task[Any]) -> tuple[str | None, tuple[Frame, ...
     return None, ()
 
 
-def inspect_task(task: asyncio.Task[Any], now: float) -> Leak:
+def inspect_task(task: asyncio.Task[Any], now: float, verdict: Verdict | None = None) -> Leak:
     frames = task_frames(task)
     blocked_on = describe_wait(frames) or _waiter_text(task, frames)
     state = task_state(task)
@@ -342,7 +342,8 @@ def inspect_task(task: asyncio.Task[Any], now: float) -> Leak:
         created_frames=created_frames,
         blocked_on=blocked_on if state == "waiting" else None,
         blocked_for=waited,
-        _ref=weakref.ref(task),
+        verdict=verdict,
+        _ref=RecordRef(task),
     )
 
 

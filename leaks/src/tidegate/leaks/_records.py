@@ -8,6 +8,18 @@ from typing import Any, Literal
 
 Kind = Literal["task", "thread"]
 
+# What the proof says of a task (see ``_proof``): ``proven`` blocked forever, ``suspected``
+# blocked on something live code could still complete, ``running`` not blocked.
+Verdict = Literal["proven", "suspected", "running"]
+
+
+class RecordRef(weakref.ref):  # type: ignore[type-arg]
+    """The weak reference a record keeps to its task or thread. A type of its own (never
+    shared with a plain ``weakref.ref`` to the same object), so the proof can tell the
+    detector's weak references from the program's."""
+
+    __slots__ = ()
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -47,6 +59,9 @@ class Leak:
     blocked_on: str | None
     blocked_for: float | None
     created_frames: tuple[Frame, ...] = ()
+    # Tasks only; None for threads. ``find(prove=True)`` and ``check()`` prove; without a
+    # proof a suspended task is at most ``suspected``.
+    verdict: Verdict | None = None
     # A weak reference to the live object, so a test can cancel a leaked task
     # without the record keeping it alive.
     _ref: weakref.ReferenceType[Any] | None = field(default=None, repr=False, compare=False)

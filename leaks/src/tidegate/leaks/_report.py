@@ -24,6 +24,8 @@ def header(leak: Leak) -> str:
     tags = [leak.blocked_on or leak.state]
     if leak.blocked_for is not None:
         tags.append(format_duration(leak.blocked_for))
+    if leak.verdict is not None:
+        tags.append(leak.verdict)
     return f"{leak.kind} {leak.name} [{', '.join(tags)}]:"
 
 
@@ -55,7 +57,18 @@ def format_dump(leaks: Iterable[Leak]) -> str:
 
 
 def _group_key(leak: Leak) -> tuple[object, ...]:
-    return (leak.kind, leak.blocked_on or leak.state, leak.frames, leak.created_frames)
+    return (
+        leak.kind,
+        leak.blocked_on or leak.state,
+        leak.verdict,
+        leak.frames,
+        leak.created_frames,
+    )
+
+
+def _tags(leak: Leak) -> str:
+    what = leak.blocked_on or leak.state
+    return what if leak.verdict is None else f"{what}, {leak.verdict}"
 
 
 def format_grouped(leaks: Iterable[Leak]) -> str:
@@ -68,12 +81,15 @@ def format_grouped(leaks: Iterable[Leak]) -> str:
         groups[key] += 1
         sample.setdefault(key, leak)
         kinds[leak.kind] += 1
-    out = [f"total: {kinds['task']} tasks, {kinds['thread']} threads"]
+        if leak.verdict == "proven":
+            kinds["proven"] += 1
+    proven = f" ({kinds['proven']} proven blocked forever)" if kinds["proven"] else ""
+    out = [f"total: {kinds['task']} tasks{proven}, {kinds['thread']} threads"]
     for key, count in groups.most_common():
         leak = sample[key]
         plural = "s" if count != 1 else ""
         out.append("")
-        out.append(f"{count} {leak.kind}{plural} [{leak.blocked_on or leak.state}]:")
+        out.append(f"{count} {leak.kind}{plural} [{_tags(leak)}]:")
         out.extend(_frame_lines(leak.frames))
         created = _created_line(leak)
         if created:
