@@ -24,6 +24,7 @@ from typing import Any
 
 from examples.leaks.incident import handle_broadcast_leaky
 from tidegate import leaks
+from tidegate.addresses import format_address, parse_address
 from tidegate.gateway import Config, Gateway, open_gateway
 from tidegate.protocol import DatagramVerifier, Push, Rejected, Target
 
@@ -68,11 +69,6 @@ class LeakyBroadcastIngress(asyncio.DatagramProtocol):
             handler.cancel()
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host, int(port)
-
-
 async def serve(args: argparse.Namespace) -> None:
     leaks.track()  # "created by" in the dumps, as `tidegate serve` does
     config = Config(tcp=args.tcp, udp=None, admin=args.admin, http=None, heartbeat=args.heartbeat)
@@ -91,7 +87,7 @@ async def serve(args: argparse.Namespace) -> None:
                 ("admin", gateway.admin_address),
             ):
                 assert address is not None
-                print(f"leaky gateway: {name} listening on {address[0]}:{address[1]}", flush=True)
+                print(f"leaky gateway: {name} listening on {format_address(address)}", flush=True)
             await stop.wait()
         finally:
             transport.close()
@@ -101,9 +97,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tcp", type=_address, default=("127.0.0.1", 7400))
-    parser.add_argument("--udp", type=_address, default=("127.0.0.1", 7401))
-    parser.add_argument("--admin", type=_address, default=("127.0.0.1", 7402))
+    parser.add_argument("--tcp", type=parse_address, default=("127.0.0.1", 7400))
+    parser.add_argument("--udp", type=parse_address, default=("127.0.0.1", 7401))
+    parser.add_argument("--admin", type=parse_address, default=("127.0.0.1", 7402))
     parser.add_argument("--heartbeat", type=float, default=25.0)
     parser.add_argument("--timeout", type=float, default=0.05, help="the handler's (Go: 5 s)")
     parser.add_argument("--slow", type=float, default=0.1, help="push_to_all's wait")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tidegate.cli import main
@@ -28,6 +30,16 @@ def test_token_secret_from_the_environment(
     assert main(["token", "bob"]) == 0
     claims = verify_token(capsys.readouterr().out.strip(), SECRET)
     assert claims.user == "bob" and claims.rooms is None
+
+
+@pytest.mark.parametrize(("ttl", "seconds"), [("90", 90), ("1m30s", 90), ("2h", 7200)])
+def test_token_lifetime_in_any_duration_form(
+    ttl: str, seconds: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = time.time()
+    assert main(["token", "alice", "--ttl", ttl, "--jwt-secret", SECRET]) == 0
+    claims = verify_token(capsys.readouterr().out.strip(), SECRET)
+    assert before + seconds - 1 <= claims.expires_at <= time.time() + seconds + 1
 
 
 @pytest.mark.parametrize(

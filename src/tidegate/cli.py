@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from tidegate.addresses import format_address
 from tidegate.gateway.config import OPTIONS, Config, ConfigError, load_config
 from tidegate.load.commands import register as register_load_commands
 
@@ -68,7 +69,9 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     token.add_argument("user", metavar="USER", help="the token's subject (`sub`)")
     token.add_argument(
-        "--ttl", default="1h", help="lifetime: 45s, 30m, 1h, 2d or a sum like 1h30m (default 1h)"
+        "--ttl",
+        default="1h",
+        help="lifetime: seconds, or 45s, 30m, 1h, 2d or a sum like 1h30m (default 1h)",
     )
     token.add_argument(
         "--rooms", metavar="R1,R2", help="limit the rooms the connection may join (`rooms` claim)"
@@ -205,7 +208,7 @@ async def _serve_async(config: Config, *, worker: bool = False) -> None:
                 ("admin", gateway.admin_address),
             ):
                 if address is not None:
-                    print(f"tidegate: {name} listening on {address[0]}:{address[1]}", flush=True)
+                    print(f"tidegate: {name} listening on {format_address(address)}", flush=True)
             await stop.wait()
             # A second signal during the graceful shutdown gets the default, abrupt handling.
             for signum in signals:

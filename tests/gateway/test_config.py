@@ -75,8 +75,8 @@ def test_config_file_from_env(tmp_path: Path) -> None:
     [
         ({"max_conns": "lots"}, "--max-conns: expected an integer, got 'lots'"),
         ({"max_conns": "0"}, "max_conns: expected a positive integer"),
-        ({"heartbeat": "-1"}, "heartbeat: expected a positive number of seconds"),
-        ({"write_timeout": "soon"}, "--write-timeout: expected seconds"),
+        ({"heartbeat": "0"}, "--heartbeat: invalid duration '0': must be longer than zero"),
+        ({"write_timeout": "soon"}, "--write-timeout: invalid duration 'soon'"),
         ({"tcp": "localhost"}, "--tcp: expected HOST:PORT"),
         ({"udp": "1.2.3.4:99999"}, "--udp: port out of range"),
         ({"overflow": "queue"}, "overflow: expected one of disconnect, drop-oldest, drop-newest"),
@@ -87,6 +87,12 @@ def test_config_file_from_env(tmp_path: Path) -> None:
 def test_bad_values_name_the_option(flags: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_config(flags=flags)
+
+
+def test_durations_take_units_like_every_duration_option() -> None:
+    config = load_config(flags={"heartbeat": "1.5s", "close_linger": "500ms"})
+    assert (config.heartbeat, config.close_linger) == (1.5, 0.5)
+    assert load_config(env={"TIDEGATE_REPLAY_WINDOW": "1m30s"}).replay_window == 90
 
 
 def test_bad_env_and_file_name_their_source(tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ def test_bad_option_value_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as exited:
         main(["load", "--tcp", "nowhere", "--admin", "h:2", "--udp", "h:3"])
     assert exited.value.code == 2
-    assert "argument --tcp: 'nowhere' is not HOST:PORT" in capsys.readouterr().err
+    assert "argument --tcp: expected HOST:PORT, got 'nowhere'" in capsys.readouterr().err
 
 
 def test_admin_at_a_port_that_is_not_http_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,6 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from tidegate import addresses
+from tidegate.durations import parse_duration
+
 __all__ = [
     "ADDRESS",
     "BROKER_URLS",
@@ -191,14 +194,7 @@ def parse_address(text: str) -> Address | None:
     """`HOST:PORT`, `[v6]:PORT`, `:PORT` (loopback) or `off`."""
     if text.strip().lower() in _DISABLED:
         return None
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port out of range in {text!r}")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, port
+    return addresses.parse_address(text)
 
 
 def _check_address(value: object) -> None:
@@ -212,11 +208,6 @@ def _check_address(value: object) -> None:
         raise ValueError(f"expected (host, port), got {value!r}")
 
 
-def _show_address(value: Address) -> str:
-    host, port = value
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _parse_int(text: str) -> int:
     try:
         return int(text)
@@ -227,13 +218,6 @@ def _parse_int(text: str) -> int:
 def _check_positive_int(value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"expected a positive integer, got {value!r}")
-
-
-def _parse_seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"expected seconds, got {text!r}") from None
 
 
 def _check_seconds(value: object) -> None:
@@ -276,13 +260,13 @@ ADDRESS: Final = Kind(
     "HOST:PORT",
     parse_address,
     _check_address,
-    _show_address,
+    addresses.format_address,
     none_allowed=True,
     typed_in_toml=False,
 )
 COUNT: Final = Kind("N", _parse_int, _check_positive_int)
 BYTES: Final = Kind("BYTES", _parse_int, _check_positive_int)
-SECONDS: Final = Kind("S", _parse_seconds, _check_seconds, lambda value: f"{value:g}")
+SECONDS: Final = Kind("S", parse_duration, _check_seconds, lambda value: f"{value:g}")
 SECRET: Final = Kind("S", _parse_secret, _check_secret, none_allowed=True)
 RATE: Final = Kind("N", _parse_rate, _check_rate, lambda value: f"{value:g}")
 

@@ -24,7 +24,16 @@ from .exits import (
     run_command,
 )
 from .fleet import FleetError
-from .options import FAULTS, PUSH_KINDS, parse_address, parse_seconds, parse_shares
+from .options import (
+    FAULTS,
+    PUSH_KINDS,
+    argparse_type,
+    parse_address,
+    parse_count,
+    parse_rate,
+    parse_seconds,
+    parse_shares,
+)
 from .plot import PlotUnavailable, check_plotting, write_run_png
 from .probe import ProbeError, Unreachable
 from .verdict import LEAK, Report, format_summary
@@ -39,38 +48,10 @@ __all__ = ["ONE_LINE_ERRORS", "register"]
 ONE_LINE_ERRORS: Final = (UsageError, Unreachable, ProbeError, FleetError)
 
 S = TypeVar("S")
-V = TypeVar("V")
-
-
-def _type(parse: Callable[[str], V]) -> Callable[[str], V]:
-    """An argparse type whose ValueError message is shown as is."""
-
-    def convert(text: str) -> V:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"{text!r} is not a whole number >= 0")
-    return int(text)
-
-
-def _rate(text: str) -> float:
-    value = float(text) if text.replace(".", "", 1).isdigit() else -1.0
-    if value < 0:
-        raise ValueError(f"{text!r} is not a rate >= 0 (pushes or requests per second)")
-    return value
-
-
+_type = argparse_type
 _address = _type(parse_address)
 _seconds = _type(parse_seconds)
-_whole = _type(_count)
+_whole = _type(parse_count)
 
 
 def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -178,7 +159,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(
         shape,
         "--rate",
-        type=_type(_rate),
+        type=_type(parse_rate),
         default=100.0,
         metavar="R",
         help="pushes per second (default %(default)g)",

@@ -22,11 +22,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from tidegate.addresses import parse_address
+from tidegate.durations import parse_duration
+
 from .display import Display, make_display
 from .exits import EXIT_USAGE, Exit, UsageError, check_writable, run_command
 from .fleet import FleetError
 from .gateway_load import GatewayLoad, run_gateway_load
-from .options import parse_address
+from .options import argparse_type, parse_count, parse_rate, parse_seconds
 from .plot import PlotUnavailable, check_plotting, write_comparison_png
 from .probe import ProbeError, Unreachable
 from .verdict import LEAK, NO_LEAK, Report, Sample, format_growth
@@ -55,20 +58,38 @@ def register_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="the leaky broadcast handler vs tidegate serve, under the same load",
         description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else None,
     )
-    incident.add_argument("--runs", type=int, default=3, help="load runs per server (default 3)")
-    incident.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
-    incident.add_argument("--clients", type=int, default=50, help="clients per run (default 50)")
-    incident.add_argument("--rate", type=float, default=40.0, help="pushes/s (default 40)")
+    count, rate = argparse_type(parse_count), argparse_type(parse_rate)
     incident.add_argument(
-        "--drain", type=float, default=1.0, help="drain window after each run (default 1s)"
+        "--runs", type=count, default=3, metavar="N", help="load runs per server (default 3)"
+    )
+    incident.add_argument(
+        "--duration",
+        type=argparse_type(parse_duration),
+        default=3.0,
+        metavar="S",
+        help="how long each run loads (default 3s)",
+    )
+    incident.add_argument(
+        "--clients", type=count, default=50, metavar="N", help="clients per run (default 50)"
+    )
+    incident.add_argument(
+        "--rate", type=rate, default=40.0, metavar="R", help="pushes per second (default 40)"
+    )
+    incident.add_argument(
+        "--drain",
+        type=argparse_type(parse_seconds),
+        default=1.0,
+        metavar="S",
+        help="drain window after each run (default 1s)",
     )
     incident.add_argument(
         "--png",
         type=Path,
         default=Path("incident.png"),
+        metavar="FILE",
         help="the chart of both task curves (default incident.png)",
     )
-    incident.add_argument("--json", type=Path, help="both servers' runs as JSON")
+    incident.add_argument("--json", type=Path, metavar="FILE", help="both servers' runs as JSON")
     incident.add_argument("--plain", action="store_true", help="plain progress lines")
     incident.set_defaults(run=_run_incident)
 

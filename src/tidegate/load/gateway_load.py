@@ -18,6 +18,8 @@ from typing import Final
 
 import aiohttp
 
+from tidegate.addresses import format_address, http_url
+
 from .display import Display
 from .dumps import grown
 from .fleet import Fleet, open_fleet, processes_for
@@ -71,11 +73,6 @@ class GatewayLoad:
         }
 
 
-def _url(address: tuple[str, int], path: str) -> str:
-    host = f"[{address[0]}]" if ":" in address[0] else address[0]
-    return f"http://{host}:{address[1]}{path}"
-
-
 async def check_tcp(address: tuple[str, int], what: str) -> None:
     """Connect and close at once, so a wrong address fails here, with its name."""
     try:
@@ -83,7 +80,7 @@ async def check_tcp(address: tuple[str, int], what: str) -> None:
             _, writer = await asyncio.open_connection(*address)
     except (OSError, TimeoutError) as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else reason(exc)
-        raise Unreachable(f"no answer from {what} at {address[0]}:{address[1]} ({why})") from None
+        raise Unreachable(f"no answer from {what} at {format_address(address)} ({why})") from None
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -93,8 +90,8 @@ async def run_gateway_load(settings: GatewayLoad, display: Display) -> Report:
     s = settings
     headers = {"Authorization": f"Bearer {s.admin_token}"} if s.admin_token else {}
     async with open_probe(
-        vars_url=_url(s.admin, "/debug/vars"),
-        stack_url=_url(s.admin, "/debug/tasks?debug=1"),
+        vars_url=http_url(s.admin, "/debug/vars"),
+        stack_url=http_url(s.admin, "/debug/tasks?debug=1"),
         headers=headers,
     ) as probe:
         await probe.sample(0.0, "check")  # the admin port first: the verdict needs it
@@ -173,10 +170,10 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
         notes.append(f"the gateway refused pushes at ingress: {reasons}")
     report = Report(
         target={
-            "tcp": f"{s.tcp[0]}:{s.tcp[1]}",
-            "udp": None if s.udp is None else f"{s.udp[0]}:{s.udp[1]}",
-            "http": None if s.http is None else f"{s.http[0]}:{s.http[1]}",
-            "admin": f"{s.admin[0]}:{s.admin[1]}",
+            "tcp": format_address(s.tcp),
+            "udp": None if s.udp is None else format_address(s.udp),
+            "http": None if s.http is None else format_address(s.http),
+            "admin": format_address(s.admin),
             "stack_url": probe.stack_url,
         },
         settings={**s.describe(), "seed": seed, "processes": processes, "heartbeat": heartbeat},

@@ -3,12 +3,24 @@ raises ``ValueError`` with a message fit for one line after ``tidegate load:``."
 
 from __future__ import annotations
 
+import argparse
 import math
-import re
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import Final, TypeVar
 
-__all__ = ["FAULTS", "PUSH_KINDS", "parse_address", "parse_seconds", "parse_shares"]
+from tidegate import addresses
+from tidegate.durations import parse_duration
+
+__all__ = [
+    "FAULTS",
+    "PUSH_KINDS",
+    "argparse_type",
+    "parse_address",
+    "parse_count",
+    "parse_rate",
+    "parse_seconds",
+    "parse_shares",
+]
 
 PUSH_KINDS: Final = ("user", "room", "all")
 # reset: RST (SO_LINGER 0, close). halfclose: shutdown(SHUT_WR), then read to the end.
@@ -16,29 +28,51 @@ PUSH_KINDS: Final = ("user", "room", "all")
 # stall: keep pinging, never read (a slow consumer). churn: close and reconnect, repeatedly.
 FAULTS: Final = ("reset", "halfclose", "vanish", "stall", "churn")
 
+V = TypeVar("V")
+
+
+def argparse_type(parse: Callable[[str], V]) -> Callable[[str], V]:
+    """``parse`` as an argparse type: its ValueError message is shown as is."""
+
+    def convert(text: str) -> V:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
 
 def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT``."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host, int(port)
-
-
-_DURATION: Final = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ms|s|m)?$")
+    """An address to connect to: ``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (loopback)."""
+    address = addresses.parse_address(text)
+    if address[1] == 0:
+        raise ValueError(f"port 0 in {text!r}: give the port the server listens on")
+    return address
 
 
 def parse_seconds(text: str) -> float:
-    """``2.5``, ``2.5s``, ``500ms`` or ``1m``: a non-negative, finite number of seconds."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration (like 10, 2.5s, 500ms or 1m)")
-    value = float(match[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match[2]]
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is too long a duration")
+    """A duration that may be zero (``--drain 0``): see ``tidegate.durations``."""
+    return parse_duration(text, zero=True)
+
+
+def parse_rate(text: str) -> float:
+    """Per second, ``>= 0``: ``100``, ``2.5``, ``1e3``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{text!r} is not a rate >= 0 (per second)")
     return value
+
+
+def parse_count(text: str) -> int:
+    """A whole number ``>= 0``."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{text!r} is not a whole number >= 0")
+    return int(text)
 
 
 def parse_shares(

@@ -19,6 +19,7 @@ from typing import Final
 import aiohttp
 import msgspec
 
+from tidegate.addresses import http_url
 from tidegate.protocol.ingress import sign
 
 __all__ = ["HttpPusher", "UdpPusher", "push_at_rate"]
@@ -81,7 +82,7 @@ class HttpPusher:
         group: asyncio.TaskGroup,
     ) -> None:
         self._session = session
-        self._url = f"http://{_host(address[0])}:{address[1]}/v1/push"
+        self._url = http_url(address, "/v1/push")
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -108,10 +109,6 @@ class HttpPusher:
 
     async def aclose(self) -> None:
         pass  # the session and the group belong to the caller
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 async def push_at_rate(
