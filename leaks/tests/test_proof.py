@@ -443,6 +443,17 @@ async def handler_of_a_closed_connection() -> Release:
     return release
 
 
+async def wait_holding_a_weak_handle() -> None:
+    event = asyncio.Event()
+    handle = weakref.ref(event)  # a weak reference, held by this frame alone
+    await event.wait()
+    assert handle() is event
+
+
+async def event_weakly_referenced_only_by_its_waiter() -> None:
+    asyncio.create_task(wait_holding_a_weak_handle(), name="waiter")
+
+
 ALWAYS_PROVEN = {
     "future only it references": (future_only_it_references, {"lonely": "proven"}),
     "deadlock on two locks": (
@@ -466,6 +477,10 @@ ALWAYS_PROVEN = {
         {"consumer": "proven"},
     ),
     "handler of a closed connection": (handler_of_a_closed_connection, {"handler": "proven"}),
+    "event weakly referenced only by its waiter": (
+        event_weakly_referenced_only_by_its_waiter,
+        {"waiter": "proven"},
+    ),
 }
 
 
@@ -565,6 +580,24 @@ def test_proven_once_stays_proven(new_loop: Any) -> None:
     assert len(seen) == 6
     for verdicts in seen:
         assert verdicts == {"holds-a": "proven", "holds-b": "proven"}
+
+
+async def prove_cancel_and_look_again() -> tuple[str | None, bool]:
+    async with leaks.check(timeout=SHORT):
+        await future_only_it_references()
+        await settle()
+        [record] = [r for r in leaks.find(prove=True, threads=False) if r.name == "lonely"]
+        await leaks.cancel_tasks([record])
+        leaks.find(threads=False)  # the next look lets the ended task go
+    gc.collect()
+    return record.verdict, record.target() is None
+
+
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_a_proven_task_is_let_go_once_it_ends(new_loop: Any) -> None:
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        verdict, gone = runner.run(prove_cancel_and_look_again())
+    assert verdict == "proven" and gone
 
 
 # --- the analysis changes nothing ----------------------------------------------------------

@@ -199,7 +199,13 @@ class _Kept:
         self.waiters: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
 
     def prune(self) -> None:
-        for task in [t for t, w in self.waiters.items() if suspended_on(t) is not w]:
+        """Let go of the tasks that ended or moved on, and of those whose loop is closed
+        (nothing will ever run them, nor their finally blocks, and nobody will ask)."""
+        for task in [
+            t
+            for t, w in self.waiters.items()
+            if suspended_on(t) is not w or t.get_loop().is_closed()
+        ]:
             del self.waiters[task]
 
     def add(self, task: asyncio.Future[Any], waiter: asyncio.Future[Any]) -> None:
