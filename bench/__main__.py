@@ -21,6 +21,8 @@ BENCHMARKS = [
     "gateway_latency",
     "gateway_memory",
     "gateway_fairness",
+    "cluster_broadcast",
+    "cluster_latency",
 ]
 
 

@@ -162,8 +162,9 @@ def pin_to_core(which: str) -> None:
     os.sched_setaffinity(0, {cores[0]} if which == "server" else set(cores[1:]))
 
 
-def _worker_process(pipe: multiprocessing.connection.Connection) -> None:
-    pin_to_core("clients")
+def _worker_process(pipe: multiprocessing.connection.Connection, pin: bool = True) -> None:
+    if pin:
+        pin_to_core("clients")
     with asyncio.Runner(loop_factory=new_loop) as runner:
         runner.run(_worker_main(pipe))
 
@@ -172,9 +173,9 @@ def _worker_process(pipe: multiprocessing.connection.Connection) -> None:
 
 
 class Worker:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, *, pin: bool = True) -> None:
         self.pipe, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_process, args=(child,), daemon=True)
+        self.process = ctx.Process(target=_worker_process, args=(child, pin), daemon=True)
         self.process.start()
         child.close()
 
@@ -208,12 +209,15 @@ class Worker:
 
 
 class Pool:
-    """Client load: `size` worker processes sharing the connections evenly."""
+    """Client load: `size` worker processes sharing the connections evenly. With `pin`, the
+    benchmark process (the server) gets core 0 and the clients the others; without, the
+    scheduler places everyone (servers in other processes need every core)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, pin: bool = True) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.workers = [Worker(ctx) for _ in range(size)]
-        pin_to_core("server")  # after spawning, so the workers do not inherit core 0
+        self.workers = [Worker(ctx, pin=pin) for _ in range(size)]
+        if pin:
+            pin_to_core("server")  # after spawning, so the workers do not inherit core 0
         self.shares: list[int] = [0] * size
 
     async def connect(self, address: tuple[str, int], total: int) -> None:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import secrets
@@ -85,6 +86,9 @@ MAX_BACKLOG: Final = 8 * 1024 * 1024
 # Probes of the rolling audit per tick: a full round in ~3 ticks up to 300 subjects, then
 # at most this many per tick (a node with 100k subjects audits each one every ~3 min).
 MAX_PROBES_PER_TICK: Final = 500
+# A tick's probes go out in this many slices spread over the interval, so their round trips
+# (~20 us of the loop each) never hold it for more than a millisecond or so at once.
+SLICES: Final = 10
 # nats-py lowercases the server's error. A permissions reload names the sid of each
 # subscription it removes; a refused SUB names only the subject.
 _REFUSED: Final = re.compile(
@@ -123,7 +127,6 @@ class _Probe:
     subject: str
     sid: int
     sent: float
-    canary_seq: int  # the canary sent in the same tick
 
 
 @dataclass(slots=True)
@@ -186,6 +189,7 @@ class NatsBroker:
         self._canary_answered = 0  # the highest canary seq answered
         self._canary_rtt = 0.0
         self._canary_failing = False
+        self._probe_quota = 0  # probes per tick, sent a slice at a time
         self._health_changed = asyncio.Event()  # a canary came back, subscriptions confirmed
         self._tasks: list[asyncio.Task[None]] = []
         # Figures.
@@ -269,7 +273,12 @@ class NatsBroker:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append(_Waiter(self._accepted, mark, future))
         self._wake.set()
-        return await future
+        try:
+            # Bounded: a connection too slow to hand over and confirm within two timeouts
+            # cannot be said to have published (the canary will say so too).
+            return await asyncio.wait_for(future, 2 * self._timeout)
+        except TimeoutError:
+            return False
 
     # -- receiving (on nats-py's reader task, in wire order) ------------------------------
 
@@ -342,8 +351,8 @@ class NatsBroker:
         return pending_since is None or now - pending_since <= self._timeout
 
     def _tick(self) -> None:
-        """Every `canary_interval`: give up on overdue probes, send the canary and the next
-        probes of the audit, retry deaf subscriptions."""
+        """Every `canary_interval`: give up on overdue probes, send the canary, size the
+        audit's share for the slices to come, retry deaf subscriptions."""
         if self._closing:
             return
         now = self._clock()
@@ -366,8 +375,8 @@ class NatsBroker:
             if now - probe.sent <= self._timeout:
                 continue
             del self._probes[seq]
-            if self._canary_answered >= probe.canary_seq:
-                # The canary of the same tick came back: the connection carried messages,
+            if self._canary_answered > seq:
+                # A canary sent after the probe came back: the connection carried messages,
                 # this subscription did not.
                 self._probe_failures += 1
                 sub = self._table.silent(probe.subject, probe.sid, now)
@@ -381,16 +390,20 @@ class NatsBroker:
             return
         if self._table.count(SubState.DEAF):
             self._retry_deaf = True
-        canary_seq = self._send_probe(self._canary_subject)
-        self._canaries_out.append((canary_seq, now))
+        self._canaries_out.append((self._send_probe(self._canary_subject), now))
         self._canaries += 1
-        count = min(MAX_PROBES_PER_TICK, -(-len(self._table) // 3))
-        for sub in self._table.next_to_probe(count):
-            seq = self._send_probe(sub.subject)
-            self._probes[seq] = _Probe(sub.subject, sub.sid, now, canary_seq)
-            self._probes_sent += 1
+        self._probe_quota = min(MAX_PROBES_PER_TICK, -(-len(self._table) // 3))
         if self._table.has_unconfirmed():
             self._confirm.set()
+
+    def _probe_slice(self) -> None:
+        """A slice of this tick's audit: the next few subscriptions, each probed once."""
+        if self._closing or not self._connected or not self._probe_quota:
+            return
+        now = self._clock()
+        for sub in self._table.next_to_probe(-(-self._probe_quota // SLICES)):
+            self._probes[self._send_probe(sub.subject)] = _Probe(sub.subject, sub.sid, now)
+            self._probes_sent += 1
 
     def _send_probe(self, subject: str) -> int:
         self._probe_seq += 1
@@ -641,19 +654,22 @@ class NatsBroker:
         self._waiters = waiting
 
     async def _keep_loop(self) -> None:
-        """The health tick, and a new client when nats-py closed its own for good."""
-        while True:
-            await asyncio.sleep(self._interval)
-            nc = self._nc
-            if nc is not None and nc.is_closed and not self._closing:
-                try:
-                    self._nc = await self._connect()
-                except BrokerUnreachable as exc:
-                    log.error("broker: %s", exc)
-                    continue
-                self._up(self._clock())
-                self._reconnects += 1
-            self._tick()
+        """The health tick (its probes in slices between ticks), and a new client when
+        nats-py closed its own for good."""
+        for n in itertools.count(1):
+            await asyncio.sleep(self._interval / SLICES)
+            if n % SLICES == 0:
+                nc = self._nc
+                if nc is not None and nc.is_closed and not self._closing:
+                    try:
+                        self._nc = await self._connect()
+                    except BrokerUnreachable as exc:
+                        log.error("broker: %s", exc)
+                        continue
+                    self._up(self._clock())
+                    self._reconnects += 1
+                self._tick()
+            self._probe_slice()
 
     # -- observation --------------------------------------------------------------------
 
