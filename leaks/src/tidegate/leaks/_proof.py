@@ -455,7 +455,7 @@ class _Graph:
     """G, built and marked; see the module docstring. Keys are ``_key(obj)``."""
 
     def __init__(self, seeds: list[Any], holders: list[Any], benign: set[int], limit: int):
-        self.objects: dict[int, Any] = {}  # id -> object, every object of G
+        self.objects: dict[int, Any] = {}  # key -> object, every object of G
         self.leaves: set[int] = set()  # the objects of G that were not expanded
         self.roots: set[int] = set()
         self.weak_edges: dict[int, list[int]] = {}
