@@ -60,9 +60,18 @@ class _Counter:
         self.reached: asyncio.Future[float] | None = None
         self.latency = False
         self.latencies: list[float] = []
+        # Progress reports (a closed loop on the benchmark side): every `every` lines.
+        self.report: multiprocessing.connection.Connection | None = None
+        self.every = 0
+        self.next_report = 0
+        self.base = 0
 
     def add(self, n: int) -> None:
         self.lines += n
+        if self.report is not None and self.lines >= self.next_report:
+            done = self.lines - self.base
+            self.report.send(("progress", done))
+            self.next_report = self.base + (done // self.every + 1) * self.every
         if self.reached is not None and self.lines >= self.target and not self.reached.done():
             self.reached.set_result(time.monotonic())
 
@@ -97,12 +106,16 @@ async def _connect(
     clients: list[_ClientProtocol],
     address: tuple[str, int],
     user: int,
+    rooms: int,
 ) -> None:
     loop = asyncio.get_running_loop()
     async with semaphore:
         _, proto = await loop.create_connection(lambda: _ClientProtocol(counter), *address)
         assert proto.transport is not None
-        proto.transport.write(b'{"op":"hello","user":"u%d"}\n' % user)
+        hello = b'{"op":"hello","user":"u%d"}\n' % user
+        if rooms:
+            hello += b'{"op":"join","room":"r%d"}\n' % (user % rooms)
+        proto.transport.write(hello)
         clients.append(proto)
 
 
@@ -117,27 +130,33 @@ async def _worker_main(pipe: multiprocessing.connection.Connection) -> None:
             command = await commands.get()
             op = command[0]
             if op == "connect":
-                _, host, port, first_user, count = command
+                _, host, port, first_user, count, rooms, replies = command
                 before = counter.lines
                 semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
                 await asyncio.gather(
                     *(
-                        _connect(semaphore, counter, clients, (host, port), first_user + i)
+                        _connect(semaphore, counter, clients, (host, port), first_user + i, rooms)
                         for i in range(count)
                     )
                 )
-                counter.target = before + count  # one welcome each
+                counter.target = before + count * replies  # welcome (and joined) each
                 counter.reached = loop.create_future()
                 if counter.lines < counter.target:
                     await counter.reached
                 pipe.send(("ok",))
             elif op == "expect":
-                counter.target = counter.lines + command[1]
-                counter.latency = bool(command[2])
+                _, lines, latency, every = command
+                counter.target = counter.lines + lines
+                counter.latency = bool(latency)
                 counter.latencies = []
+                counter.report = pipe if every else None
+                counter.every = every
+                counter.base = counter.lines
+                counter.next_report = counter.lines + every
                 counter.reached = loop.create_future()
                 pipe.send(("armed",))
                 done_at = await counter.reached
+                counter.report = None
                 pipe.send(("done", done_at, counter.latencies))
             elif op == "close":
                 for client in clients:
@@ -220,27 +239,39 @@ class Pool:
             pin_to_core("server")  # after spawning, so the workers do not inherit core 0
         self.shares: list[int] = [0] * size
 
-    async def connect(self, address: tuple[str, int], total: int) -> None:
+    async def connect(
+        self, address: tuple[str, int], total: int, *, rooms: int = 0, replies: int = 1
+    ) -> None:
+        """Open `total` connections, each saying hello as user u<i> (and joining room
+        r<i % rooms> when `rooms`); wait for `replies` lines from each (0 for a server that
+        does not answer)."""
         base, extra = divmod(total, len(self.workers))
         self.shares = [base + (i < extra) for i in range(len(self.workers))]
         first = 0
         calls = []
         for worker, share in zip(self.workers, self.shares, strict=True):
-            calls.append(worker.call("connect", address[0], address[1], first, share))
+            command = ("connect", address[0], address[1], first, share, rooms, replies)
+            calls.append(worker.call(*command))
             first += share
         await asyncio.gather(*calls)
 
-    async def arm(self, lines_per_conn: int, *, latency: bool = False) -> None:
+    async def arm(self, lines_per_conn: int, *, latency: bool = False, every: int = 0) -> None:
+        """Each worker expects `lines_per_conn` lines per connection it holds; with `every`,
+        it also reports ("progress", lines so far) each time `every` x its share more
+        arrived (read them with `Worker.recv`)."""
         await asyncio.gather(
             *(
-                w.call("expect", lines_per_conn * share, latency)
+                w.call("expect", lines_per_conn * share, latency, every * share)
                 for w, share in zip(self.workers, self.shares, strict=True)
             )
         )
 
     async def arm_total(self, per_worker: Sequence[int], *, latency: bool = False) -> None:
         await asyncio.gather(
-            *(w.call("expect", n, latency) for w, n in zip(self.workers, per_worker, strict=True))
+            *(
+                w.call("expect", n, latency, 0)
+                for w, n in zip(self.workers, per_worker, strict=True)
+            )
         )
 
     async def wait_done(self) -> tuple[float, list[float]]:

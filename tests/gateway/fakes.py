@@ -1,8 +1,9 @@
 """In-memory stand-ins for a gateway's surroundings: a transport, the loop turn, the clocks.
 
-The transport records writes and applies flow control like asyncio's (pause above the
-high-water mark after a write, resume at the low-water mark after a drain), the loop turn ends
-when the test says so, and time is a number the test moves. `Harness` wires the real parts of
+The transport records writes, hands them to a small "kernel" (`KERNEL` bytes of socket buffer)
+and keeps the rest, and applies flow control like asyncio's (pause above the high-water mark
+after a write, resume at the low-water mark after the peer read some); the loop turn ends when
+the test says so, and time is a number the test moves. `Harness` wires the real parts of
 one gateway (registry, counters, connection set, turn batcher, local delivery) around them.
 """
 
@@ -26,18 +27,22 @@ from tidegate.gateway.stats import Counters
 from tidegate.gateway.tcp import ClientProtocol
 from tidegate.protocol import parse_target
 
-BUFFER = 4000  # buffer_bytes: the transport's high-water mark is 1000, its low-water 250
+BUFFER = 4000  # buffer_bytes: a clear connection's own queue holds up to 1000
+KERNEL = 1000  # the socket buffer: what the peer has not read yet, beyond the transport
 
 
 class FakeTransport(asyncio.Transport):
-    """Records every write; `buffered` bytes stay "in the kernel" until `drain()`. Records
+    """Records every write. Written bytes go to the kernel while it has room (`KERNEL`), the
+    rest stays in the transport (`buffered`) until the peer reads (`drain()`). Records
     whether the protocol wants to read."""
 
-    def __init__(self, protocol: asyncio.Protocol) -> None:
+    def __init__(self, protocol: asyncio.Protocol, *, kernel: int = KERNEL) -> None:
         super().__init__()
         self.protocol = protocol
         self.writes: list[bytes] = []
-        self.buffered = 0
+        self.kernel = kernel
+        self.in_kernel = 0
+        self.buffered = 0  # the transport's own buffer
         self.high = self.low = 0
         self.paused = False
         self.closed = False
@@ -66,14 +71,22 @@ class FakeTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closed and not self.eof, "write after close or write_eof"
         self.writes.append(bytes(data))
-        self.buffered += len(data)
+        size = len(data)
+        taken = 0 if self.buffered else min(size, self.kernel - self.in_kernel)
+        self.in_kernel += taken
+        self.buffered += size - taken
         if not self.paused and self.buffered > self.high:
             self.paused = True
             self.protocol.pause_writing()
 
     def drain(self, size: int | None = None) -> None:
-        """The peer read `size` bytes (all of them by default)."""
-        self.buffered -= self.buffered if size is None else size
+        """The peer read `size` bytes (all of them by default); the kernel takes what the
+        transport held as room frees up."""
+        sent = self.in_kernel + self.buffered
+        left = 0 if size is None else sent - size
+        assert left >= 0, "read more than was sent"
+        self.in_kernel = min(left, self.kernel)
+        self.buffered = left - self.in_kernel
         if self.paused and self.buffered <= self.low:
             self.paused = False
             self.protocol.resume_writing()
@@ -149,6 +162,7 @@ class Harness:
     counters: Counters = field(default_factory=Counters)
     registry: Registry = field(init=False)
     latencies: list[float] = field(default_factory=list)
+    kernel: int = KERNEL  # each connection's socket buffer
 
     def __post_init__(self) -> None:
         self.turns = TurnBatcher(
@@ -159,7 +173,7 @@ class Harness:
             clock=self.work_clock,
             on_yield=self._count_yield,
         )
-        self.registry = Registry(before_change=self.turns.settle)
+        self.registry = Registry(before_change=self.turns.membership_changing)
         self.delivery = LocalDelivery(
             registry=self.registry, counters=self.counters, turns=self.turns
         )
@@ -191,7 +205,7 @@ class Harness:
 
     def connect(self, user: str | None = "alice") -> tuple[ClientProtocol, FakeTransport]:
         client = ClientProtocol(self.host)
-        transport = FakeTransport(client)
+        transport = FakeTransport(client, kernel=self.kernel)
         client.connection_made(transport)
         if user is not None:
             client.data_received(b'{"op":"hello","user":"%s"}\n' % user.encode())

@@ -26,7 +26,7 @@ def test_the_first_frame_of_a_turn_is_written_through_the_rest_leave_together() 
     assert client.send_frame(b"a\n") and transport.writes == [b"a\n"]  # at once
     assert client.send_frame(b"b\n") and client.send_frame(b"c\n")
     assert transport.writes == [b"a\n"]  # queued behind the first
-    assert client.buffered() == 6
+    assert client.buffered() == 4  # the first is in the kernel already
     h.turn.end()
     assert transport.writes == [b"a\n", b"b\nc\n"]  # one more write for the rest
     assert client.send_frame(b"d\n") and transport.writes[-1] == b"d\n"  # a new turn
@@ -47,15 +47,15 @@ def test_a_write_through_alone_still_ends_the_turn() -> None:
 def test_flow_control_pauses_the_writes_and_resume_flushes_the_queue_in_one_write() -> None:
     h = harness(overflow="drop-newest")
     client, transport = h.connect()
-    for _ in range(11):  # 1100 bytes: past the transport's high-water mark of 1000
+    for _ in range(11):  # 1100 bytes: the kernel takes 1000, the transport keeps 100
         client.send_frame(FRAME)
     h.turn.end()
-    assert transport.paused and transport.buffered == 1100
+    assert transport.paused and transport.buffered == 100
     client.send_frame(b"late-1\n")
     client.send_frame(b"late-2\n")
     h.turn.end()
     assert len(transport.writes) == 2  # nothing written while paused
-    assert client.buffered() == 1100 + 14
+    assert client.buffered() == 100 + 14
     transport.drain()  # resume_writing: the queue leaves at once, in one write
     assert not transport.paused and transport.writes[-1] == b"late-1\nlate-2\n"
     client.send_frame(b"next\n")  # queue empty again: back to writing through
@@ -63,14 +63,14 @@ def test_flow_control_pauses_the_writes_and_resume_flushes_the_queue_in_one_writ
 
 
 def fill_to_the_bound(h: Harness) -> tuple[ClientProtocol, FakeTransport]:
-    """A connection holding exactly `buffer_bytes`: 1100 in the paused transport and 2900
-    queued (a 4000-byte bound and 100-byte frames)."""
+    """A connection holding exactly `buffer_bytes`: 100 in the paused transport (the kernel
+    holds 1000 more) and 3900 queued (a 4000-byte bound and 100-byte frames)."""
     client, transport = h.connect()
     for _ in range(11):
         assert client.send_frame(FRAME)
     h.turn.end()
     assert transport.paused
-    for _ in range(29):
+    for _ in range(39):
         assert client.send_frame(FRAME)
     h.turn.end()
     assert client.buffered() == BUFFER
@@ -83,7 +83,7 @@ def test_overflow_disconnect_sends_slow_consumer_and_closes() -> None:
     assert not client.send_frame(FRAME)
     assert transport.ended and not transport.aborted
     # The queued frames leave ahead of the error frame, in the same write.
-    assert transport.writes[-1] == FRAME * 29 + (
+    assert transport.writes[-1] == FRAME * 39 + (
         b'{"op":"error","code":"slow_consumer","reason":"more than 4000 bytes pending"}\n'
     )
     assert h.counters.disconnects == {"slow_consumer": 1}
@@ -100,7 +100,7 @@ def test_overflow_drop_oldest_keeps_the_newest() -> None:
     assert h.counters.drops == {"drop-oldest": 3}
     assert client.buffered() == BUFFER - 300 + 250
     transport.drain()
-    assert transport.writes[-1] == FRAME * 26 + newest
+    assert transport.writes[-1] == FRAME * 36 + newest
 
 
 def test_overflow_drop_newest_refuses_the_new_frame() -> None:
@@ -110,17 +110,17 @@ def test_overflow_drop_newest_refuses_the_new_frame() -> None:
     assert h.counters.drops == {"drop-newest": 1}
     assert client.buffered() == BUFFER
     transport.drain()
-    assert transport.writes[-1] == FRAME * 29 and not transport.ended
+    assert transport.writes[-1] == FRAME * 39 and not transport.ended
 
 
-def test_the_bound_is_checked_against_the_transport_once_it_has_drained() -> None:
-    # While the transport drains between our writes, the cheap upper bound says "full" and the
-    # exact size is asked for: a frame that fits is taken.
+def test_a_connection_at_its_bound_takes_frames_again_once_the_peer_reads() -> None:
     h = harness(overflow="drop-newest")
     client, transport = fill_to_the_bound(h)
-    transport.drain(1100)  # the kernel took what the transport held; our queue follows
+    assert not client.send_frame(FRAME)
+    transport.drain(100)  # the transport drains, resumes, and our queue follows into it
+    assert client.buffered() == BUFFER - 100
     assert client.send_frame(FRAME)
-    assert h.counters.drops == {}
+    assert h.counters.drops == {"drop-newest": 1}
 
 
 def test_write_deadline_cuts_a_client_that_drains_nothing() -> None:
@@ -130,7 +130,13 @@ def test_write_deadline_cuts_a_client_that_drains_nothing() -> None:
     h.clock.now += 4.9
     client.sweep(h.clock.now)
     assert not transport.ended
-    transport.drain(100)  # some progress: the timer starts over
+    transport.drain(50)  # some progress (the transport's buffer shrank): the timer starts over
+    client.sweep(h.clock.now)
+    h.clock.now += 4.9
+    client.sweep(h.clock.now)
+    assert not transport.ended
+    transport.drain(50)  # drained: resumed, and the queue written behind it; it starts over
+    assert transport.buffered > 100
     client.sweep(h.clock.now)
     h.clock.now += 4.9
     client.sweep(h.clock.now)
@@ -175,7 +181,7 @@ def test_end_of_stream_with_output_pending_aborts_and_drops_the_queue() -> None:
     h = harness(overflow="drop-newest")
     client, transport = fill_to_the_bound(h)
     assert client.eof_received() is False
-    assert transport.aborted and client.buffered() == 1100  # only what the transport held
+    assert transport.aborted and client.buffered() == 100  # only what the transport held
     assert h.counters.disconnects == {"peer_eof": 1}
     assert not client.send_frame(FRAME)
     client.connection_lost(None)
@@ -207,7 +213,7 @@ PING, PONG = b'{"op":"ping"}\n', b'{"op":"pong"}\n'
 
 
 def test_a_burst_is_handled_one_slice_per_loop_turn_with_reading_paused() -> None:
-    h = Harness(Config(buffer_bytes=1 << 20))
+    h = Harness(Config(buffer_bytes=1 << 20), kernel=1 << 20)
     client, transport = h.connect()
     client.data_received(PING * (2 * INPUT_SLICE + 5))
     assert transport.sent() == PONG * INPUT_SLICE  # one slice now...

@@ -19,20 +19,22 @@ the shared frames still pending for it are moved into its own queue, in order. S
 sees pushes in the order the gateway accepted them, unicast and broadcast interleaved, exactly
 once, and a connection that joins a room after a push does not get it.
 
-Bounded memory and exact `delivered` counts come from a split of `buffer_bytes` (`split`):
-a connection whose transport is not paused holds at most a quarter in the transport (its
-high-water mark) and at most a quarter in its own queue, and all pending shared frames
-together stay under the remaining half. Such a *clear* connection can take every shared frame
-without a check. A connection past either quarter is *congested*: it is settled and takes each
-frame through `send_frame`, with the byte bound and overflow policy applied per frame, as the
-fan-out calls it for every congested member before appending a shared frame.
+Bounded memory and exact `delivered` counts come from a split of `buffer_bytes` (`split`). A
+*clear* connection's transport holds nothing (tcp.py: it pauses at the first write the kernel
+does not take whole), its own queue holds at most a quarter, and all pending shared frames
+together stay under the other three quarters: such a connection can take every shared frame
+without a check. A connection whose transport is paused, or whose queue is past its quarter,
+is *congested*: it is settled and takes each frame through `send_frame`, with the byte bound
+and overflow policy applied per frame, as the fan-out calls it for every congested member
+before appending a shared frame.
 
 A turn's work holds the loop for at most `budget` seconds (checked every `_SLICE`
 connections): past it, the rest continues at the next turn (one `call_soon`), after the loop
-has served everything else, and pushes accepted meanwhile go into the next epoch, behind. A
-flush that yields is counted (`fanout_yields`). Past the shared half, the pending work is
-finished at once (`drain`) before a new frame is taken: memory stays bounded when producers
-outrun the flush.
+has served everything else. Pushes accepted meanwhile join one epoch that waits behind, so a
+fan-out that cannot keep up writes more frames per write rather than more writes. A flush
+that yields is counted (`fanout_yields`). Past the shared bound, the pending work is finished
+at once (`drain`) before a new frame is taken: memory stays bounded when producers outrun the
+flush.
 
 Nothing here awaits; the only timer is the `call_soon` handle, cancelled by `close()`.
 """
@@ -45,9 +47,9 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Collection
 from operator import itemgetter
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
-from tidegate.gateway.registry import Sink
+from tidegate.gateway.registry import Sink, Writer
 
 __all__ = [
     "BufferSplit",
@@ -72,14 +74,13 @@ CallSoon = Callable[[Callable[[], None]], Cancellable]
 class BufferSplit(NamedTuple):
     """How `buffer_bytes` is shared out so that a clear connection never needs a check."""
 
-    transport_high: int  # the transport's high-water mark: pause above it
     own: int  # own queue of a clear connection; above it, it is congested
     shared: int  # all pending shared frames together
 
 
 def split(buffer_bytes: int) -> BufferSplit:
-    quarter = max(buffer_bytes // 4, 1)
-    return BufferSplit(quarter, quarter, max(buffer_bytes - 2 * quarter, 0))
+    own = buffer_bytes // 4
+    return BufferSplit(own, buffer_bytes - own)
 
 
 class _Group:
@@ -109,6 +110,7 @@ class _Epoch:
 
     __slots__ = (
         "by_members",
+        "done",
         "first",
         "groups",
         "last",
@@ -117,6 +119,7 @@ class _Epoch:
         "position",
         "size",
         "where",
+        "writers",
     )
 
     def __init__(self) -> None:
@@ -130,8 +133,12 @@ class _Epoch:
         # Who is handed what, fixed when the flush begins (the live sets may change before a
         # later slice runs): one group's members, or each member with its groups.
         self.members: tuple[Sink, ...] | None = None
+        self.writers: list[Writer] = []  # the members' transports, in the same order
         self.where: tuple[tuple[Sink, list[_Group]], ...] | None = None
         self.position = 0  # how many of them have had their turn
+        # Once a flush yields: the members handed their bytes so far, which `settle` must
+        # not hand them again (the fast path does not mark them one by one).
+        self.done: set[Sink] | None = None
 
 
 def _later(groups: list[_Group], seq: int) -> list[bytes]:
@@ -164,12 +171,16 @@ class TurnBatcher:
         "_budget",
         "_call_soon",
         "_clock",
+        "_deferred",
         "_dirty",
+        "_flushing",
         "_handle",
         "_observe_latency",
         "_on_yield",
         "_open",
+        "_rosters",
         "_sealed",
+        "_touched",
         "congested",
         "flush_pending",
         "own_limit",
@@ -202,6 +213,15 @@ class TurnBatcher:
         self._open: _Epoch | None = None
         self._sealed: deque[_Epoch] = deque()
         self._handle: Cancellable | None = None
+        # Connections settled (or handed a frame on their own) while shared frames were
+        # pending: the flush checks them one by one; when there are none, it writes straight
+        # to the transports.
+        self._touched: set[Sink] = set()
+        # Per live set flushed: (the set, its members, their transports), until membership
+        # changes anywhere.
+        self._rosters: dict[int, tuple[Collection[Sink], tuple[Sink, ...], list[Writer]]] = {}
+        self._flushing = False  # in `_run`: settles wait for the end of the epoch's slice
+        self._deferred: list[Sink] = []
         self.congested: set[Sink] = set()
         self.seq = 0
         self.unflushed = 0
@@ -232,6 +252,7 @@ class TurnBatcher:
                 if not sink.send_frame(frame):
                     delivered -= 1
                 sink.settled = seq  # took it (or not) on its own: not in the shared flush
+                self._touched.add(sink)
         self.seq = self.unflushed = seq
         epoch = self._open
         if epoch is None:
@@ -263,19 +284,29 @@ class TurnBatcher:
 
     # -- what a connection calls -----------------------------------------------------------
 
+    def membership_changing(self, client: Sink) -> None:
+        """The registry is about to add, remove, or move `client` between rooms (its
+        `before_change`): settle it, and forget the rosters built from the live sets."""
+        self._rosters.clear()
+        self.settle(client)
+
     def settle(self, client: Sink) -> None:
         """Move the shared frames pending for `client` into its own queue, in order: before
         its membership changes, before an own frame, when it congests."""
         after = client.settled
         if after >= self.unflushed:
             return
+        if self._flushing:  # a write paused it: once the slice is over, `done` is known
+            self._deferred.append(client)
+            return
         client.settled = self.seq  # first: take_settled may call back (a congestion)
+        self._touched.add(client)
         found: list[_Group] = []
         epochs = list(self._sealed)
         if self._open is not None:
             epochs.append(self._open)
         for epoch in epochs:
-            if epoch.last <= after:
+            if epoch.last <= after or (epoch.done is not None and client in epoch.done):
                 continue
             for group in epoch.groups:
                 if group.seqs[-1] > after and client in group.members:
@@ -298,8 +329,8 @@ class TurnBatcher:
     # -- the end of the turn ---------------------------------------------------------------
 
     def behind(self) -> bool:
-        """More than one turn's shared frames wait for their flush, or half the shared bound
-        is used: a producer that can wait (an HTTP batch) should let the loop turn."""
+        """A flush is under way and more frames wait behind it, or half the shared bound is
+        used: a producer that can wait (an HTTP batch) should let the loop turn."""
         return len(self._sealed) > 1 or self.shared_bytes * 2 > self.shared_limit
 
     def drain(self) -> None:
@@ -321,28 +352,69 @@ class TurnBatcher:
         self.turn += 1
         deadline = self._clock() + budget
         if self._open is not None:
-            self._sealed.append(self._open)
+            self._seal(self._open)
             self._open = None
-        done = self._flush_own(deadline)
-        sealed = self._sealed
-        while done and sealed:
-            epoch = sealed[0]
-            done = self._flush_epoch(epoch, deadline)
-            if done:
-                sealed.popleft()
-                self.shared_bytes -= epoch.size
-                if epoch.marks:
-                    now = time.perf_counter()
-                    observe = self._observe_latency
-                    for mark in epoch.marks:
-                        observe(now - mark)
+        self._flushing = True
+        try:
+            done = self._flush_own(deadline)
+            self._settle_deferred()
+            sealed = self._sealed
+            while done and sealed:
+                epoch = sealed[0]
+                done = self._flush_epoch(epoch, deadline)
+                if done:
+                    sealed.popleft()
+                    self.shared_bytes -= epoch.size
+                    if epoch.marks:
+                        now = time.perf_counter()
+                        observe = self._observe_latency
+                        for mark in epoch.marks:
+                            observe(now - mark)
+                self._settle_deferred()
+        finally:
+            self._flushing = False
         if not sealed and self._open is None:
             self.unflushed = 0
+            self._touched.clear()
         if not done:
             if self._on_yield is not None:
                 self._on_yield()
             if not self.flush_pending:
                 self._schedule()
+
+    def _settle_deferred(self) -> None:
+        while self._deferred:
+            clients, self._deferred = self._deferred, []
+            self._flushing = False
+            try:
+                for client in clients:
+                    self.settle(client)
+            finally:
+                self._flushing = True
+
+    def _seal(self, epoch: _Epoch) -> None:
+        """Queue `epoch` for its flush. Behind an epoch whose flush has not begun (a flush under
+        way, or one that ran out of budget), its frames join that epoch, so that members get
+        them all in one write."""
+        sealed = self._sealed
+        if not sealed or sealed[-1].members is not None or sealed[-1].where is not None:
+            sealed.append(epoch)
+            return
+        waiting = sealed[-1]
+        for group in epoch.groups:
+            mine = waiting.by_members.get(id(group.members))
+            if mine is None:
+                waiting.by_members[id(group.members)] = group
+                waiting.groups.append(group)
+            else:
+                mine.seqs += group.seqs
+                mine.frames += group.frames
+        if epoch.groups:
+            if not waiting.first:
+                waiting.first = epoch.first
+            waiting.last = epoch.last
+            waiting.size += epoch.size
+        waiting.marks += epoch.marks
 
     def _flush_own(self, deadline: float) -> bool:
         dirty, self._dirty = self._dirty, []
@@ -365,7 +437,13 @@ class TurnBatcher:
             for group in groups:
                 group.data = b"".join(group.frames)
             if len(groups) == 1:
-                epoch.members = tuple(groups[0].members)
+                live = groups[0].members
+                roster = self._rosters.get(id(live))
+                if roster is None:
+                    members = tuple(live)
+                    writers = [cast(Writer, client.transport) for client in members]
+                    roster = self._rosters[id(live)] = (live, members, writers)
+                epoch.members, epoch.writers = roster[1], roster[2]
             else:
                 where: dict[Sink, list[_Group]] = {}
                 for group in groups:
@@ -377,30 +455,50 @@ class TurnBatcher:
                             mine.append(group)
                 epoch.where = tuple(where.items())
         if epoch.members is not None:
-            return self._flush_group(epoch, epoch.members, deadline)
+            return self._flush_group(epoch, epoch.members, epoch.writers, deadline)
         assert epoch.where is not None
         return self._flush_groups(epoch, epoch.where, deadline)
 
-    def _flush_group(self, epoch: _Epoch, members: tuple[Sink, ...], deadline: float) -> bool:
-        """One group: every member not yet settled past it gets the same joined bytes."""
+    def _flush_group(
+        self,
+        epoch: _Epoch,
+        members: tuple[Sink, ...],
+        writers: list[Writer],
+        deadline: float,
+    ) -> bool:
+        """One group: every member not yet settled past it gets the same joined bytes.
+
+        The fan-out's hot loop. While no connection was touched (settled, or handed a frame
+        on its own) since these frames were pending, every member is clear, has an empty own
+        queue (the own queues were flushed first) and is owed all of them: the bytes go
+        straight to the transports, nothing per connection in Python but the write.
+        """
         first, last = epoch.first, epoch.last
         group = epoch.groups[0]
         data = group.data
         clock = self._clock
-        position = epoch.position
+        start = position = epoch.position
         end = len(members)
+        fast = not self._touched  # nothing touches a connection while this runs
         while position < end:
-            if position != epoch.position and clock() >= deadline:
+            if position != start and clock() >= deadline:
                 epoch.position = position
+                if epoch.done is None:
+                    epoch.done = set()
+                epoch.done.update(members[start:position])
                 return False
-            for client in members[position : position + _SLICE]:
-                seen = client.settled
-                if seen < first:
-                    client.settled = last
-                    client.take_shared(data)
-                elif seen < last:  # settled in the middle of the epoch (an own frame)
-                    client.settled = last
-                    client.take_shared(group.tail(seen))
+            if fast:
+                for writer in writers[position : position + _SLICE]:
+                    writer.write(data)
+            else:
+                for client in members[position : position + _SLICE]:
+                    seen = client.settled
+                    if seen < first:
+                        client.settled = last
+                        client.take_shared(data)
+                    elif seen < last:  # settled in the middle of the epoch (an own frame)
+                        client.settled = last
+                        client.take_shared(group.tail(seen))
             position += _SLICE
         return True
 

@@ -20,7 +20,13 @@ from typing import Protocol
 from tidegate.protocol import Target
 from tidegate.protocol.ingress import TargetKind
 
-__all__ = ["Interest", "Registry", "Sink"]
+__all__ = ["Interest", "Registry", "Sink", "Writer"]
+
+
+class Writer(Protocol):
+    """Where a connection's bytes go (its transport)."""
+
+    def write(self, data: bytes) -> None: ...
 
 
 class Sink(Hashable, Protocol):
@@ -28,6 +34,10 @@ class Sink(Hashable, Protocol):
     shared frames and `settled`)."""
 
     settled: int  # sequence number of the last shared frame already in its own output
+
+    @property
+    def transport(self) -> Writer | None:
+        """Its transport: a clear connection's shared bytes are written to it directly."""
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue `frame` without blocking; False if the policy dropped it or closed the sink."""

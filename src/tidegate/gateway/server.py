@@ -83,7 +83,7 @@ class Gateway:
             budget=config.fanout_budget,
             on_yield=self._count_yield,
         )
-        self.registry = Registry(before_change=self.turns.settle)
+        self.registry = Registry(before_change=self.turns.membership_changing)
         delivery = LocalDelivery(registry=self.registry, counters=self.counters, turns=self.turns)
         self.broker: Broker
         if config.broker is None:

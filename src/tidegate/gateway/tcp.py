@@ -13,11 +13,16 @@ Outbound path (batching.py has the whole picture): a push to a room or to everyo
 touch the connection until the end of the loop turn, when `take_shared` writes its share of the
 turn's shared frames (joined once for all) behind its own queue, in one write. Its own frames
 (unicast, replies) go through `send_frame`: the first of a loop turn is written through at once,
-later ones are queued and leave together at the end of the turn (`flush`). The transport's own
-buffer is capped at a high-water mark; above it the transport calls `pause_writing`, the
-connection becomes *congested* and takes every frame through `send_frame`, where the overflow
-policy applies per frame. Ours + the transport's bytes never exceed `buffer_bytes` (a closing
-error frame aside), and nothing on this path ever awaits the client.
+later ones are queued and leave together at the end of the turn (`flush`).
+
+The transport holds nothing while the kernel takes our writes: its high-water mark is 0, so the
+first write the kernel does not take whole calls `pause_writing`. The connection is then
+*congested*: it takes every frame through `send_frame`, where the byte bound (ours + the
+transport's, never more than `buffer_bytes`, a closing error frame aside) and the overflow
+policy apply per frame, and frames wait in its queue until the transport has drained
+(`resume_writing`). Nothing on this path ever awaits the client. A transport that holds bytes
+only while paused also makes the write deadline simple: while paused nothing is written to
+it, so a buffer that does not shrink is a client that reads nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import asyncio
 import math
 from typing import cast
 
-from tidegate.gateway.batching import Cancellable, split
+from tidegate.gateway.batching import Cancellable
 from tidegate.gateway.client import ClientHost
 from tidegate.protocol import Closing, Connection, ErrorCode, Joined, Left, Opened, State
 
@@ -54,11 +59,10 @@ class ClientProtocol(asyncio.Protocol):
         "_queued",
         "_reading_paused",
         "_sendable",
-        "_stall_drained",
         "_stall_since",
+        "_stall_size",
         "_through_turn",
         "_turns",
-        "_written",
         "core",
         "settled",
         "transport",
@@ -81,14 +85,13 @@ class ClientProtocol(asyncio.Protocol):
         self._sendable = False  # True from connection_made until our close or the peer's
         self._paused = False
         self._dirty = False
-        self._written = 0  # bytes ever handed to the transport, to measure draining
         self.settled = 0  # the last shared frame already in our own output (batching.py)
         # A frame may be written through while this is below the batcher's turn: it holds the
         # turn of the last write-through, -1 after a flush, or _NEVER. One comparison on the
         # per-frame path stands for "sending, not paused, nothing queued, not yet this turn".
         self._through_turn = _NEVER
         self._stall_since = math.inf
-        self._stall_drained = 0
+        self._stall_size = 0  # the transport's buffer when the stall began or last shrank
         self._linger_deadline = math.inf
         self._input_turn: Cancellable | None = None  # the next slice of input, scheduled
         self._reading_paused = False
@@ -98,8 +101,7 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         host = self._host
         self.transport = cast(asyncio.Transport, transport)
-        high = split(host.settings.buffer_bytes).transport_high
-        self.transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.transport.set_write_buffer_limits(high=0, low=0)
         self.core = Connection(
             session=host.new_session(),
             limits=host.settings.limits,
@@ -194,6 +196,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._stall_since = math.inf  # it drained everything: any stall starts over
         self.flush()
         self._update_reading()
 
@@ -226,7 +229,6 @@ class ClientProtocol(asyncio.Protocol):
             # Write-through: the first frame of a loop turn leaves at once (one syscall, no
             # second pass); frames that follow in the same turn queue up and leave together.
             self._through_turn = turns.turn
-            self._written += size
             self.transport.write(frame)  # type: ignore[union-attr]  # set while sending
             if not turns.flush_pending:
                 turns.end_turn()
@@ -256,7 +258,6 @@ class ClientProtocol(asyncio.Protocol):
             data = b"".join(queue)
             queue.clear()
             self._queued = 0
-        self._written += len(data)
         self.transport.write(data)  # type: ignore[union-attr]  # set while sending
 
     def take_settled(self, frames: list[bytes], size: int) -> None:
@@ -327,10 +328,9 @@ class ClientProtocol(asyncio.Protocol):
             data = queue[0] if len(queue) == 1 else b"".join(queue)
             queue.clear()
             self._queued = 0
-            self._written += len(data)
             transport.write(data)
         if self._own_room < 0 and not self._paused:
-            # Congested no longer: nothing queued and the transport under its high-water mark.
+            # Congested no longer: nothing queued and the transport took everything.
             self._own_room = self._turns.own_limit
             self._turns.congested.discard(self)
 
@@ -409,9 +409,9 @@ class ClientProtocol(asyncio.Protocol):
         if in_transport == 0 and not self._paused:
             self._stall_since = math.inf
             return
-        drained = self._written - in_transport
-        if drained > self._stall_drained or self._stall_since == math.inf:
-            self._stall_drained = drained
+        # The buffer only holds bytes while paused, and nothing is added while paused.
+        if in_transport < self._stall_size or self._stall_since == math.inf:
+            self._stall_size = in_transport
             self._stall_since = now
         elif now - self._stall_since >= self._host.settings.write_timeout:
             self.close(
