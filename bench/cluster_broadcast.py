@@ -1,7 +1,7 @@
 """Broadcast through more than one process: `--workers 2` against one process, and the cost
 of the broker on one node, on the same total connections.
 
-    .venv/bin/python -m bench.cluster_broadcast [--conns 4000] [--messages 400]
+    .venv/bin/python -m bench.cluster_broadcast [--conns 4000] [--messages 1000]
                                                 [--batch 50] [--repeat 3]
 
 Three ways to serve the same clients, each a real `tidegate serve` process tree, in one run,
@@ -105,7 +105,7 @@ async def main_async(conns: int, messages: int, batch: int, repeat: int) -> dict
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conns", type=int, default=4000)
-    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=50, help="pushes per HTTP request")
     parser.add_argument("--repeat", type=int, default=3, help="median of this many runs")
     args = parser.parse_args(argv)
