@@ -105,3 +105,16 @@ def test_the_limit_is_checked_without_scanning_past_it() -> None:
     with pytest.raises(LineTooLong):
         splitter.next_line()
     assert splitter.unread == 0 and splitter.buffered == 0
+
+
+def test_idle_once_every_byte_fed_was_handed_out() -> None:
+    splitter = LineSplitter(max_line=64)
+    assert splitter.idle
+    splitter.feed(b"one\ntw")
+    assert not splitter.idle
+    assert splitter.next_line() == b"one"
+    assert splitter.next_line() is None
+    assert not splitter.idle  # "tw" waits for its newline
+    splitter.feed(b"o\n")
+    assert splitter.next_line() == b"two"
+    assert splitter.idle

@@ -51,7 +51,6 @@ class ClientProtocol(asyncio.Protocol):
         "_dirty",
         "_host",
         "_input_turn",
-        "_limit",
         "_linger_deadline",
         "_own_room",
         "_paused",
@@ -73,11 +72,11 @@ class ClientProtocol(asyncio.Protocol):
         self._turns = host.turns  # read on every delivery
         self.transport: asyncio.Transport | None = None
         self.core: Connection | None = None
-        # A list, not a deque: an empty deque costs ~600 bytes per idle connection, and
-        # dropping from the front only happens on overflow, in one slice deletion.
-        self._queue: list[bytes] = []
+        # Our own frames waiting for the end of the turn or the transport: a list while there
+        # are some (not a deque: dropping from the front only happens on overflow, in one
+        # slice deletion), None otherwise, so that an idle connection holds no list.
+        self._queue: list[bytes] | None = None
         self._queued = 0
-        self._limit = host.settings.buffer_bytes
         # How many bytes our queue may hold before the connection is congested; -1 while it
         # is congested or no longer sends. One comparison on the per-frame path stands for
         # "clear, sending, and this frame keeps it clear".
@@ -171,7 +170,7 @@ class ClientProtocol(asyncio.Protocol):
         # End of stream ends the session at once (contract): frames still queued for a client
         # that is leaving are dropped, and if the transport still holds bytes, a graceful close
         # would wait for a reader that may never come, so it is aborted instead.
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
         if self._transport_size():
             self.abort()
@@ -184,7 +183,7 @@ class ClientProtocol(asyncio.Protocol):
         self._peer_gone("peer_reset" if exc is not None else "peer_eof")
         if self.core is not None:
             self.core.transport_closed()
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
         self._host.admission.forget(self)
 
@@ -233,7 +232,10 @@ class ClientProtocol(asyncio.Protocol):
             if not turns.flush_pending:
                 turns.end_turn()
             return True
-        self._queue.append(frame)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = []
+        queue.append(frame)
         self._queued += size
         self._through_turn = _NEVER
         if self._queued > self._own_room:
@@ -247,7 +249,8 @@ class ClientProtocol(asyncio.Protocol):
         """Past the cheap check: ask the transport, then the policy."""
         if not self._sendable:
             return False
-        return self.buffered() + size <= self._limit or self._make_room(size)
+        limit = self._host.settings.buffer_bytes
+        return self.buffered() + size <= limit or self._make_room(size)
 
     def take_shared(self, data: bytes) -> None:
         """Our share of a turn's shared frames, behind our own queue, in one write. Only ever
@@ -256,13 +259,16 @@ class ClientProtocol(asyncio.Protocol):
         if queue:
             queue.append(data)
             data = b"".join(queue)
-            queue.clear()
+            self._queue = None
             self._queued = 0
         self.transport.write(data)  # type: ignore[union-attr]  # set while sending
 
     def take_settled(self, frames: list[bytes], size: int) -> None:
         """Shared frames that were pending for us, moved to our own queue (settled)."""
-        self._queue.extend(frames)
+        if self._queue is None:
+            self._queue = frames  # ours: the batcher built it for us
+        else:
+            self._queue.extend(frames)
         self._queued += size
         self._through_turn = _NEVER
         if not self._dirty and not self._paused:
@@ -299,7 +305,7 @@ class ClientProtocol(asyncio.Protocol):
             return False
         drops = self._host.counters.drops
         if policy == "drop-oldest":
-            queue = self._queue
+            queue = self._queue or []
             excess = self.buffered() + size - settings.buffer_bytes
             dropped = 0
             while dropped < len(queue) and excess > 0:
@@ -326,7 +332,7 @@ class ClientProtocol(asyncio.Protocol):
         queue = self._queue
         if queue:
             data = queue[0] if len(queue) == 1 else b"".join(queue)
-            queue.clear()
+            self._queue = None
             self._queued = 0
             transport.write(data)
         if self._own_room < 0 and not self._paused:
@@ -356,7 +362,7 @@ class ClientProtocol(asyncio.Protocol):
         transport = self.transport
         if self._queue:
             last = b"".join(self._queue) + last
-            self._queue.clear()
+            self._queue = None
             self._queued = 0
         if last and not transport.is_closing():
             # Past the bound by at most one error frame; the linger below caps how long.
@@ -405,6 +411,8 @@ class ClientProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or core.state is not State.OPEN:
             return
+        if self._through_turn < self._turns.turn:
+            self._through_turn = -1  # the same to send_frame; an idle connection keeps no int
         in_transport = transport.get_write_buffer_size()
         if in_transport == 0 and not self._paused:
             self._stall_since = math.inf

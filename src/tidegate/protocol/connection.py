@@ -181,7 +181,9 @@ class Connection:
         self.session = session
         self.limits = limits
         self._authenticate = authenticate
-        self._lines = LineSplitter(max_line=limits.max_line)
+        # Dropped whenever a read ends on a frame boundary (see `receive_data`), so that an
+        # idle connection carries no splitter.
+        self._lines: LineSplitter | None = LineSplitter(max_line=limits.max_line)
         # Replies of one read are collected and joined once: `bytes +=` would copy the whole
         # output again for every frame, quadratic in the frames of a read. None while empty,
         # so an idle connection carries no list.
@@ -205,15 +207,18 @@ class Connection:
     @property
     def buffered(self) -> int:
         """Bytes of an unfinished incoming line held by the core."""
-        return self._lines.buffered
+        return 0 if self._lines is None else self._lines.buffered
 
     @property
     def input_pending(self) -> bool:
         """Input was received that `receive_data` has not handled yet (it stopped at
         `max_frames`); more calls with no new data handle it. False once the connection is
         closing: what it sent after that is never read."""
-        return self._lines.unread > 0 and (
-            self.state is State.OPEN or self.state is State.HANDSHAKE
+        lines = self._lines
+        return (
+            lines is not None
+            and lines.unread > 0
+            and (self.state is State.OPEN or self.state is State.HANDSHAKE)
         )
 
     @property
@@ -240,6 +245,8 @@ class Connection:
             return []
         events: list[Event] = []
         lines = self._lines
+        if lines is None:
+            lines = self._lines = LineSplitter(max_line=self.limits.max_line)
         try:
             lines.feed(data)
             while max_frames != 0:
@@ -265,6 +272,9 @@ class Connection:
                     break
         except LineTooLong as exc:
             events.append(self._error_close(exc.code, exc.detail))
+            return events
+        if lines.idle:
+            self._lines = None
         return events
 
     def _spend_token(self, now: float) -> bool:
@@ -307,6 +317,7 @@ class Connection:
                     user=identity.user, session=self.session, heartbeat=self.limits.heartbeat
                 )
             )
+            self.session = ""  # announced once, in welcome; an idle connection keeps no copy
             events.append(Opened(identity.user))
             return
         self._go(Input.FRAME)

@@ -55,6 +55,11 @@ class LineSplitter:
         return 0 if self._partial is None else len(self._partial)
 
     @property
+    def idle(self) -> bool:
+        """Holding nothing: every byte fed was handed out as a line, and it is not broken."""
+        return self._partial is None and self._start == len(self._chunk) and not self._broken
+
+    @property
     def unread(self) -> int:
         """Bytes fed but not yet looked at by `next_line`."""
         return len(self._chunk) - self._start
