@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from tidegate.addresses import format_address
 from tidegate.gateway.config import OPTIONS, Config, ConfigError, load_config
@@ -18,8 +18,10 @@ from tidegate.load.commands import register as register_load_commands
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("tidegate")
+T = TypeVar("T")
 
 EXIT_USAGE = 2
+EXIT_LEFTOVERS = 3  # stopped, but a task or thread was still alive after the shutdown
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,8 +99,12 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         from tidegate.gateway.supervisor import config_from_json
 
         config = config_from_json(sys.stdin.buffer.readline())
-        _run(_serve_async(config, worker=True))
-        return 0
+        try:
+            leftovers = _run(_serve_async(config, worker=True))
+        except ConfigError as exc:
+            print(f"tidegate: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_LEFTOVERS if leftovers else 0
     flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     try:
         config = load_config(flags=flags, env=env, file=args.config)
@@ -109,12 +115,16 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         if config.workers > 1:
             _run(_supervise(config, str(args.log_level)))
+            leftovers = 0  # each worker reports its own
         else:
-            _run(_serve_async(config))
+            leftovers = _run(_serve_async(config))
+    except ConfigError as exc:  # found at startup: the descriptor budget, ...
+        print(f"tidegate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, RuntimeError) as exc:  # NatsServerMissing is a RuntimeError
         print(f"tidegate: cannot start: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return EXIT_LEFTOVERS if leftovers else 0
 
 
 def _token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -135,15 +145,14 @@ def _token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def _run(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop where it exists (Linux, macOS), else the default asyncio loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-        return
+        return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        return runner.run(main)
 
 
 async def _supervise(config: Config, log_level: str) -> None:
@@ -184,7 +193,9 @@ def _stop_when_stdin_ends(stop: asyncio.Event) -> Callable[[], None]:
     return undo
 
 
-async def _serve_async(config: Config, *, worker: bool = False) -> None:
+async def _serve_async(config: Config, *, worker: bool = False) -> int:
+    """Serve until SIGTERM or SIGINT (a worker: or until its supervisor goes away); returns
+    how many tasks and threads outlived the shutdown."""
     from tidegate import leaks
     from tidegate.gateway import open_gateway
 
@@ -220,11 +231,12 @@ async def _serve_async(config: Config, *, worker: bool = False) -> None:
         if undo_stdin is not None:
             undo_stdin()
         uninstall_dump()
-    await _report_leftovers()
+    return await _report_leftovers()
 
 
-async def _report_leftovers() -> None:
-    """After shutdown nothing of ours should be alive but this task and the main thread."""
+async def _report_leftovers() -> int:
+    """After shutdown nothing of ours should be alive but this task and the main thread:
+    report (and count) what is."""
     from tidegate import leaks
 
     leftovers = await leaks.find_async(timeout=1.0)
@@ -233,6 +245,7 @@ async def _report_leftovers() -> None:
     else:
         log.info("shutdown clean: no leftover task or thread")
     print(f"tidegate: stopped ({len(leftovers)} leftovers)", flush=True)
+    return len(leftovers)
 
 
 def _entry() -> None:  # pragma: no cover - console script shim

@@ -103,23 +103,30 @@ async def test_welcome_advertises_heartbeat() -> None:
 
 
 @pytest.mark.parametrize(
-    "hello",
+    ("hello", "refusal"),
     [
-        {"op": "hello", "user": "alice"},
-        {"op": "hello", "token": "garbage"},
-        {"op": "hello", "token": token(exp=int(time.time()) - 10)},
-        {"op": "hello", "token": token(sub=None)},
-        {"op": "hello", "token": token(exp=None)},
-        {"op": "hello", "token": token(nbf=int(time.time()) + 60)},
-        {"op": "hello", "token": jwt.encode({"sub": "a", "exp": 2**40}, WRONG_KEY, "HS256")},
-        {"op": "hello", "token": token(rooms="lobby")},
+        ({"op": "hello", "user": "alice"}, "missing_token"),
+        ({"op": "hello", "token": "garbage"}, "malformed"),
+        ({"op": "hello", "token": token(exp=int(time.time()) - 10)}, "expired"),
+        ({"op": "hello", "token": token(sub=None)}, "missing_claim"),
+        ({"op": "hello", "token": token(exp=None)}, "missing_claim"),
+        ({"op": "hello", "token": token(nbf=int(time.time()) + 60)}, "not_yet_valid"),
+        (
+            {"op": "hello", "token": jwt.encode({"sub": "a", "exp": 2**40}, WRONG_KEY, "HS256")},
+            "bad_signature",
+        ),
+        ({"op": "hello", "token": token(rooms="lobby")}, "bad_claim"),
     ],
 )
-async def test_auth_failed(hello: dict[str, object]) -> None:
+async def test_auth_failed(hello: dict[str, object], refusal: str) -> None:
+    # The reason starts with the refusal's code, the label it is counted under
+    # (docs/operating.md, "Client tokens").
     async with open_gateway(config(jwt_secret=JWT_SECRET)) as gw:
         client = await Client.connect(gw.tcp_address)
         await client.send(hello)
-        await client.expect_error_and_close("auth_failed")
+        frame = await client.expect_error_and_close("auth_failed")
+        assert frame["reason"].startswith(f"{refusal}: "), frame
+        assert gw.statistics().auth_failures == {refusal: 1}
 
 
 async def test_a_connection_ends_when_its_token_expires() -> None:

@@ -14,7 +14,17 @@ import asyncio
 
 from tidegate.gateway import open_gateway
 
-from .helpers import TIMEOUT, UNIT, Client, config, loop_lag_over, wait_until
+from .helpers import (
+    TIMEOUT,
+    UNIT,
+    Client,
+    config,
+    http_get,
+    loop_lag_over,
+    metric,
+    parse_samples,
+    wait_until,
+)
 
 MIB = 1024 * 1024
 PING, PONG = b'{"op":"ping"}\n', b'{"op":"pong"}\n'
@@ -113,3 +123,42 @@ async def test_a_burst_from_a_client_that_never_reads_stays_bounded() -> None:
         assert peak <= gw.config.buffer_bytes
         silent.reset()
         await silent.close()
+
+
+def kernel_send_queues(port: int) -> int:
+    """Bytes in the kernel send queues of this process's sockets on local `port`, from
+    /proc/net/tcp (tx_queue), whatever their state: cut connections included."""
+    total = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    total += int(fields[4].split(":")[0], 16)
+    return total
+
+
+async def test_a_stuck_clients_kernel_buffer_is_counted_and_freed_when_it_is_cut() -> None:
+    # A client that stops reading holds megabytes in the kernel's send queue: they were in
+    # no metric, and stayed there for 40 s and more after the client was cut.
+    async with open_gateway(config(write_timeout=0.5 * UNIT, admin=("127.0.0.1", 0))) as gw:
+        assert gw.tcp_address is not None
+        reader, writer = await asyncio.open_connection(*gw.tcp_address, limit=64 * 1024)
+        stuck = Client(reader, writer)
+        await stuck.send({"op": "hello", "user": "stuck"})
+        assert (await stuck.recv())["op"] == "welcome"
+        while gw.statistics().kernel_send_queue_bytes < MIB:
+            gw.push("user:stuck", "x" * 16384)
+            await asyncio.sleep(0)
+        _, text = await http_get(gw.admin_address, "/metrics")
+        assert metric(parse_samples(text), "tidegate_kernel_send_queue_bytes") >= MIB
+        while not gw.statistics().disconnects:  # more, until it is cut as a slow consumer
+            gw.push("user:stuck", "x" * 16384)
+            await asyncio.sleep(0.01)
+        assert gw.statistics().disconnects == {"slow_consumer": 1}
+        # Cut with a reset: the kernel drops what it held at once.
+        await wait_until(lambda: kernel_send_queues(gw.tcp_address[1]) == 0, what="freed")
+        assert gw.statistics().kernel_send_queue_bytes == 0
+        stuck.reset()
+        await stuck.close()

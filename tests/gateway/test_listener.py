@@ -1,55 +1,163 @@
-"""TcpListener: pause and resume between water marks, and stop() at any point of a resume."""
+"""TcpListener: its own accept loop, water marks, accept errors, and stop() at any point."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import socket
+from collections import Counter
+from typing import cast
 
 import pytest
 
-from tidegate.gateway.listener import TcpListener
+from tidegate.gateway.listener import RETRY_AFTER, TcpListener, listening_socket, system_backlog
 
-from .helpers import wait_until
+from .helpers import TIMEOUT, wait_until
 
 
-class Refuse(asyncio.Protocol):
-    made = 0
+class Counted(asyncio.Protocol):
+    """Counts the connections made and lost; the test plays the owner's part."""
+
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        Refuse.made += 1
-        transport.close()
+        self.owner.made.append(transport)
+        self.owner.report()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.lost += 1
+        self.owner.report()
 
 
-async def open_listener() -> TcpListener:
-    Refuse.made = 0
-    return await TcpListener.open(("127.0.0.1", 0), Refuse, high_water=2, low_water=1)
+class Owner:
+    def __init__(self) -> None:
+        self.made: list[asyncio.BaseTransport] = []
+        self.lost = 0
+        self.listener: TcpListener | None = None
+
+    def report(self) -> None:
+        assert self.listener is not None
+        self.listener.update(len(self.made) - self.lost)
+
+    def open(self, **options: object) -> TcpListener:
+        self.listener = TcpListener.open(
+            ("127.0.0.1", 0),
+            lambda: Counted(self),
+            backlog=16,
+            high_water=2,
+            low_water=1,
+            accept_errors=Counter(),
+            **options,  # type: ignore[arg-type]
+        )
+        return self.listener
 
 
-async def test_pauses_at_high_water_and_resumes_at_low_water() -> None:
-    listener = await open_listener()
+async def connect(listener: TcpListener) -> asyncio.StreamWriter:
+    _, writer = await asyncio.wait_for(asyncio.open_connection(*listener.address), TIMEOUT)
+    return writer
+
+
+async def test_pauses_at_high_water_at_once_and_resumes_at_low_water() -> None:
+    owner = Owner()
+    listener = owner.open()
+    writers = []
     try:
-        listener.update(2)
-        assert not listener.accepting  # at once, in the same call
-        listener.update(1)
-        await wait_until(lambda: listener.accepting, what="resume")  # on a later loop turn
-        _, writer = await asyncio.open_connection(*listener.address)
-        writer.close()
-        await writer.wait_closed()
+        writers.append(await connect(listener))
+        writers.append(await connect(listener))
+        await wait_until(lambda: len(owner.made) == 2, what="two connections")
+        assert not listener.accepting  # at high water: the owner's count paused it
+        writers.append(await connect(listener))  # waits in the backlog
+        await asyncio.sleep(0.05)
+        assert len(owner.made) == 2
+        owner.made[0].close()  # down to one: low water, resumes at once
+        await wait_until(lambda: len(owner.made) == 3, what="the queued client")
     finally:
         listener.stop()
         await listener.wait_closed()
+        for transport in owner.made:
+            transport.close()
+        for writer in writers:
+            writer.close()
+        await wait_until(lambda: owner.lost == len(owner.made), what="transports closed")
 
 
-@pytest.mark.parametrize("turns", [0, 1, 2, 3])
-async def test_stop_in_the_middle_of_a_resume_leaves_nothing_accepting(turns: int) -> None:
-    listener = await open_listener()
+async def test_stop_then_wait_closed_hands_over_what_was_accepted() -> None:
+    owner = Owner()
+    listener = owner.open()
     address = listener.address
-    listener.update(2)  # pause
-    listener.update(0)  # the resumer wakes on a later turn and starts a server
-    for _ in range(turns):
-        await asyncio.sleep(0)
-    listener.stop()
+    writer = await connect(listener)
+    listener.stop()  # the client may be accepted, not yet handed over
     await listener.wait_closed()
     assert not listener.accepting
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection(*address)
-    assert Refuse.made == 0
+    for transport in owner.made:
+        transport.close()
+    writer.close()
+    await wait_until(lambda: owner.lost == len(owner.made), what="transports closed")
+
+
+class FailingSocket:
+    """A real listening socket whose accept() fails with `errors` first."""
+
+    def __init__(self, errors: list[int]) -> None:
+        self.sock = listening_socket(("127.0.0.1", 0), backlog=16)
+        self.errors = errors
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self.errors:
+            code = self.errors.pop(0)
+            raise OSError(code, "simulated")
+        return self.sock.accept()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "pauses"),
+    [(errno.EMFILE, "EMFILE", True), (errno.ECONNABORTED, "ECONNABORTED", False)],
+)
+async def test_accept_errors_are_counted_logged_once_and_survived(
+    code: int, name: str, pauses: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = Owner()
+    errors: Counter[str] = Counter()
+    failing = FailingSocket([code] * 3)
+    owner.listener = listener = TcpListener(
+        cast(socket.socket, failing),
+        lambda: Counted(owner),
+        high_water=10,
+        low_water=5,
+        accept_errors=errors,
+    )
+    listener.resume()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        writer = await connect(listener)
+        await wait_until(lambda: len(owner.made) == 1, what="the client, once accept works")
+        assert errors == {name: 3}
+        if pauses:
+            # Out of descriptors: each failure pauses accepting for RETRY_AFTER, no spinning.
+            assert loop.time() - started >= 3 * RETRY_AFTER * 0.9
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "accept failed" in warnings[0].getMessage()
+    finally:
+        listener.stop()
+        await listener.wait_closed()
+        for transport in owner.made:
+            transport.close()
+        writer.close()
+        await wait_until(lambda: owner.lost == len(owner.made), what="transports closed")
+
+
+def test_the_system_backlog_is_read_from_the_kernel() -> None:
+    backlog = system_backlog()
+    try:
+        with open("/proc/sys/net/core/somaxconn") as somaxconn:
+            assert backlog == int(somaxconn.read())
+    except OSError:
+        assert backlog == socket.SOMAXCONN

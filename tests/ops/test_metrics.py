@@ -183,8 +183,15 @@ def test_adapts_the_gateway_statistics_snapshot() -> None:
         disconnects=MappingProxyType({"peer_eof": 6}),
         rejections=MappingProxyType({"replay": 1}),
         auth_failures=MappingProxyType({"expired": 2}),
+        accept_errors=MappingProxyType({"EMFILE": 4}),
+        http_refusals=MappingProxyType({"header_timeout": 5}),
         buffered_bytes=0,
         max_buffered_bytes=0,
+        kernel_send_queue_bytes=4096,
+        udp_receive_drops=None,
+        udp_receive_buffer_bytes=212992,
+        replay_cache_bytes=300,
+        replay_cache_ids=1,
     )
     samples = scrape(OpsMetrics(lambda: stats_from_snapshot(snapshot)))
     assert value(samples, "tidegate_connections") == 2
@@ -194,3 +201,8 @@ def test_adapts_the_gateway_statistics_snapshot() -> None:
     assert value(samples, "tidegate_disconnects_total", reason="peer_eof") == 6
     assert value(samples, "tidegate_ingress_rejections_total", reason="replay") == 1
     assert value(samples, "tidegate_auth_failures_total", reason="expired") == 2
+    assert value(samples, "tidegate_accept_errors_total", error="EMFILE") == 4
+    assert value(samples, "tidegate_http_refusals_total", reason="header_timeout") == 5
+    assert value(samples, "tidegate_kernel_send_queue_bytes") == 4096
+    assert value(samples, "tidegate_replay_cache_bytes") == 300
+    assert "tidegate_udp_receive_drops" not in samples  # unknown: left out

@@ -44,6 +44,9 @@ class Client(Sink, Protocol):
     def buffered(self) -> int:
         """Outbound bytes held for this client right now (ours and the transport's)."""
 
+    def kernel_queued(self) -> int:
+        """Bytes in the kernel's send queue of its socket (0 where unknown)."""
+
     def sweep(self, now: float) -> None:
         """Check the timeouts (handshake, idle, token expiry, write deadline, the closing
         linger) against `now`, loop time; never waits on the transport."""

@@ -105,10 +105,34 @@ class Config:
         1024 * 1024, BYTES, "largest HTTP push body, a batch included (`413` above)"
     )
     max_batch: int = option(1000, COUNT, "most pushes in one HTTP batch (`413` above)")
+    http_max_conns: int = option(
+        512, COUNT, "connections to the HTTP push API (a `503` and a close above)"
+    )
+    http_header_timeout: float = option(
+        5.0,
+        SECONDS,
+        "HTTP (push API and admin): seconds for a request's headers to arrive, from its "
+        "first byte or the connection's opening",
+    )
+    http_body_timeout: float = option(
+        10.0, SECONDS, "HTTP push API: seconds for a request's body to arrive (`408` after)"
+    )
+    http_idle_timeout: float = option(
+        15.0,
+        SECONDS,
+        "HTTP (push API and admin): seconds a keep-alive connection may wait for its next request",
+    )
     block_threshold: float = option(
         0.25, SECONDS, "the loop watchdog reports a loop blocked this long"
     )
     max_conns: int = option(10_000, COUNT, "TCP connections, handshakes included")
+    listen_backlog: int | None = option(
+        None,
+        COUNT,
+        "connections the kernel queues for each listener (TCP, HTTP, admin) before they are "
+        "accepted",
+        default_text="the system's maximum, `net.core.somaxconn`",
+    )
     handshake_timeout: float = option(5.0, SECONDS, "seconds a new connection has to send `hello`")
     heartbeat: float = option(25.0, SECONDS, "heartbeat announced in `welcome`")
     idle_timeout: float | None = option(
@@ -155,6 +179,13 @@ class Config:
         2.0,
         SECONDS,
         "how long a connection being closed may take to flush its error frame before it is aborted",
+    )
+    udp_receive_buffer: int | None = option(
+        None,
+        BYTES,
+        "receive buffer of the UDP socket; datagrams arriving while it is full are dropped by "
+        "the kernel (`tidegate_udp_receive_drops_total`)",
+        default_text="the system's, `net.core.rmem_default`",
     )
     replay_window: float = option(
         30.0, SECONDS, "signed UDP pushes: accepted `ts` skew, and how long an `id` is kept"

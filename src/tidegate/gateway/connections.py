@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from tidegate.gateway.client import Client
+from tidegate.gateway.fd_budget import water_marks
 from tidegate.gateway.stats import Counters
 from tidegate.protocol import ErrorCode
 
@@ -33,6 +34,7 @@ class Census(NamedTuple):
     closing: int
     buffered_bytes: int
     max_buffered_bytes: int
+    kernel_queued_bytes: int
 
 
 class ConnectionSet:
@@ -50,9 +52,7 @@ class ConnectionSet:
         self.live: set[Client] = set()  # handshake + open: what max_conns counts
         self.closing: set[Client] = set()
         self.admitting = False
-        margin = max(1, max_conns // 10)
-        self.high_water = max_conns + margin
-        self.low_water = max(max_conns - margin, 0)
+        self.high_water, self.low_water = water_marks(max_conns)
         self._report_sockets: Callable[[int], None] | None = None
         # A quarter of the shortest timeout bounds how late a timeout fires (25 %).
         self.sweep_interval = min(max(shortest_timeout / 4, 0.005), 0.5)
@@ -148,12 +148,15 @@ class ConnectionSet:
         handshaking = 0
         buffered = 0
         worst = 0
+        kernel = 0
         for client in self.live:
             if not client.is_open:
                 handshaking += 1
             size = client.buffered()
             buffered += size
             worst = max(worst, size)
+            kernel += client.kernel_queued()
         for client in self.closing:
             buffered += client.buffered()
-        return Census(len(self.live), handshaking, len(self.closing), buffered, worst)
+            kernel += client.kernel_queued()
+        return Census(len(self.live), handshaking, len(self.closing), buffered, worst, kernel)

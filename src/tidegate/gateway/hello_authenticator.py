@@ -34,7 +34,8 @@ def make_hello_authenticator(
 
     Without a secret, `user` is trusted (loopback-only dev setups; `Config.check_startable`
     enforces that). With one, `token` must be a valid HS256 JWT; `refusals` counts refused
-    tokens by `TokenRefused.code` (and "missing_token").
+    tokens by `TokenRefused.code` (and "missing_token"), and the client's `auth_failed` reason
+    is that same code, a colon and the detail: `expired: token expired` (docs/operating.md).
     """
     if jwt_secret is None:
         return _trust_user
@@ -44,7 +45,7 @@ def make_hello_authenticator(
     def authenticate_token(hello: Hello) -> Identity:
         if hello.token is None:
             counts["missing_token"] += 1
-            raise AuthFailed("hello needs `token`")
+            raise AuthFailed("missing_token: hello needs `token`")
         now = clock()
         try:
             claims = verify_token(hello.token, secret, now=now)

@@ -8,13 +8,17 @@ Replies (all JSON):
   also says `"published": true` once the broker acknowledged it for the other nodes
   (`false`: delivered here, not confirmed elsewhere; rare: the broker went away meanwhile).
 - 400 `{"error": <reason>, "reason": <text>}`: invalid JSON (bytes that are not UTF-8
-  included), a body of the wrong shape or types, an unknown `to` form, an empty batch;
-  nothing is delivered. `bad_encoding`: the body does not decode as its `Content-Encoding`
-  says (a plain body sent as gzip); the connection is closed after that reply.
-- 401 bad or missing `Authorization: Bearer <api key>` (when a key is configured).
-- 413 body over `max_body`, or a batch of more than `max_batch` items (`too_large`; nothing of
-  the batch is delivered), or a push over the broker's message limit; 415 a content type
-  other than JSON.
+  included), a body of the wrong shape or types, an unknown `to` form, an `id` over 128
+  bytes, an empty batch; nothing is delivered. `bad_encoding`: the body does not decode as
+  its `Content-Encoding` says (a plain body sent as gzip); the connection is closed after it.
+- 401 bad or missing `Authorization: Bearer <api key>` (when a key is configured); checked
+  before anything of the body is read, so nobody decompresses anything without the key.
+- 408 `timeout`: the body did not arrive within `http_body_timeout`.
+- 413 body over `max_body`, before or after decoding, or decoding to more than 1024 times its
+  size, or a batch of more than `max_batch` items (`too_large`; nothing of the batch is
+  delivered), or a push over the broker's message limit; 415 a content type other than JSON,
+  or a `Content-Encoding` other than gzip or deflate (`unsupported_encoding`). The body is
+  read and decoded by http_body.py.
 - 503 `broker_unavailable` (cluster mode): the broker is unreachable, so the push (or the
   whole batch) was delivered nowhere and may be retried (`Retry-After: 1`).
 
@@ -26,6 +30,7 @@ on a client (in cluster mode it waits for one broker round trip, for `published`
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any, Final
 
@@ -33,6 +38,7 @@ import msgspec
 from aiohttp import web
 
 from tidegate.bearer import bearer_token, secret_matches
+from tidegate.gateway.http_body import BodyRefused, check_encoding, read_body
 from tidegate.gateway.push_api import Confirmation, NotPublished, PushFunction
 from tidegate.protocol import Rejected, parse_push, split_batch
 
@@ -48,15 +54,6 @@ def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> 
     )
 
 
-def _undecodable(request: web.Request) -> str:
-    """Why aiohttp could not read the body (`RequestPayloadError`): it did not decode as its
-    `Content-Encoding` says (a plain body sent as gzip), or its chunked framing broke."""
-    encoding = request.headers.get("Content-Encoding", "").strip()
-    if encoding:
-        return f"body is not valid {encoding} data, as its Content-Encoding says"
-    return "body could not be read: broken transfer encoding"
-
-
 # Refusals that are not the body's fault: the broker's (cluster mode).
 _STATUS: Final = {"broker_unavailable": 503, "too_large": 413}
 
@@ -69,6 +66,7 @@ def build_push_app(
     api_key: str | None,
     max_body: int,
     max_batch: int,
+    body_timeout: float,
 ) -> web.Application:
     """The app serving `POST /v1/push`: pushes go to `push`, refusals are counted by reason
     in `rejections`; with `confirmation` (cluster mode) replies say whether the broker
@@ -123,19 +121,18 @@ def build_push_app(
                 "unsupported_media_type",
                 f"Content-Type must be application/json, got {request.content_type!r}",
             )
-        too_large = f"body over {max_body} bytes"
-        if request.content_length is not None and request.content_length > max_body:
-            return refuse(413, "too_large", too_large)
         try:
-            body = await request.read()  # bounded by client_max_size, also when chunked
-        except web.HTTPRequestEntityTooLarge:
-            return refuse(413, "too_large", too_large)
-        except web.RequestPayloadError:
-            # The body stream now holds that error: mark it ended, or aiohttp's drain of an
-            # unread body re-raises it after the reply and logs a traceback. The rest of the
-            # body is unparsed, so the connection cannot carry another request: close it.
-            request.content.feed_eof()
-            response = refuse(400, "bad_encoding", _undecodable(request))
+            coding = check_encoding(request.headers.get("Content-Encoding", ""))
+            if request.content_length is not None and request.content_length > max_body:
+                raise BodyRefused(413, "too_large", f"body over {max_body} bytes")
+            async with asyncio.timeout(body_timeout):
+                body = await read_body(request.content, coding=coding, max_body=max_body)
+        except BodyRefused as exc:
+            response = refuse(exc.status, exc.error, exc.reason)
+            response.force_close()  # what is left of the body is not read
+            return response
+        except TimeoutError:
+            response = refuse(408, "timeout", f"body not received within {body_timeout:g} s")
             response.force_close()
             return response
         try:

@@ -7,12 +7,14 @@ clients: connections.py), the per-turn write batching (batching.py), local deliv
 behind the transport seam (client.py), the UDP and HTTP ingresses (udp.py, http.py) and the
 admin app (admin.py). No other module of the package imports this one.
 
-Ownership: the gateway's one long-lived task is its TCP listener's (it resumes accepting after
-a pause, which needs an await); `close()` stops the listener and awaits it. Timers are one
-`call_later` chain (the sweeper) and one `call_soon` per loop turn (the flush); both are
-cancelled in `close()`. No task per connection, per push or per recipient. The aiohttp apps
-(HTTP ingress, admin) are owned through their `AppRunner`s, and the loop watchdog (a ticker
-task and a monitor thread) through its `close()`; all are closed in `close()`.
+Ownership: the gateway has no long-lived task of its own. Its TCP listener accepts from a
+reader callback and owns a short task per accepted socket until the transport is made;
+`close()` stops it and awaits those. Timers are one `call_later` chain (the sweeper), one
+`call_soon` per loop turn (the flush) and one per connection with input left to handle; all
+are cancelled in `close()`. No long-lived task per connection, per push or per recipient.
+The aiohttp apps (HTTP ingress, admin) are owned through their `WebListener`s, and the loop
+watchdog (a ticker task and a monitor thread) through its `close()`; all are closed in
+`close()`.
 """
 
 from __future__ import annotations
@@ -34,17 +36,26 @@ from tidegate.gateway.client import ClientHost, ClientSettings
 from tidegate.gateway.config import Address, Config
 from tidegate.gateway.connections import ConnectionSet
 from tidegate.gateway.fanout import LocalDelivery
+from tidegate.gateway.fd_budget import ensure_fd_budget
 from tidegate.gateway.hello_authenticator import make_hello_authenticator
 from tidegate.gateway.http import build_push_app
 from tidegate.gateway.lifecycle import Lifecycle, Phase, Step
-from tidegate.gateway.listener import TcpListener
+from tidegate.gateway.listener import TcpListener, system_backlog
 from tidegate.gateway.push_api import PushResult
 from tidegate.gateway.registry import Registry
+from tidegate.gateway.socket_stats import (
+    SocketLike,
+    receive_buffer,
+    set_receive_buffer,
+    udp_drops,
+)
 from tidegate.gateway.stats import Counters, GatewayStatistics
 from tidegate.gateway.tcp import ClientProtocol
 from tidegate.gateway.udp import PushDatagramProtocol
+from tidegate.gateway.web_listener import ADMIN_MAX_CONNS, WebLimits, WebListener
 from tidegate.ops import Watchdog
 from tidegate.protocol import DatagramVerifier, ErrorCode, Target, parse_target
+from tidegate.protocol.ingress import ReplayCache
 
 __all__ = ["Gateway", "open_gateway"]
 
@@ -133,7 +144,9 @@ class Gateway:
         )
         self._listener: TcpListener | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
-        self._web_runners: list[web.AppRunner] = []
+        self._udp_socket: SocketLike | None = None
+        self._replays: ReplayCache | None = None
+        self._web_listeners: list[WebListener] = []
         self._lifecycle = Lifecycle()
         # start() and the shutdown never interleave: a close() that arrives while start() is
         # binding waits for it, then undoes everything it opened.
@@ -153,6 +166,7 @@ class Gateway:
     async def _start(self) -> None:
         self._lifecycle.go(Step.START)
         self.config.check_startable()
+        ensure_fd_budget(self.config, admin_max_conns=ADMIN_MAX_CONNS)
         loop = asyncio.get_running_loop()
         config = self.config
         try:
@@ -160,12 +174,14 @@ class Gateway:
             self.connection_set.admitting = True
             if config.tcp is not None:
                 host = self._client_host
-                self._listener = await TcpListener.open(
+                self._listener = TcpListener.open(
                     config.tcp,
                     lambda: ClientProtocol(host),
+                    backlog=self.listen_backlog,
                     high_water=self.connection_set.high_water,
                     low_water=self.connection_set.low_water,
                     reuse_port=self._reuse_port,
+                    accept_errors=self.counters.accept_errors,
                 )
                 self.connection_set.report_sockets_to(self._listener.update)
                 self.tcp_address = self._listener.address
@@ -175,6 +191,7 @@ class Gateway:
                     window=config.replay_window,
                     replay_bytes=config.replay_memory,
                 )
+                self._replays = verifier.replays
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: PushDatagramProtocol(
                         verifier=verifier, push=self.push, rejections=self.counters.rejections
@@ -184,6 +201,17 @@ class Gateway:
                 )
                 self._udp_transport = transport
                 self.udp_address = _bound(transport.get_extra_info("sockname"))
+                self._udp_socket = transport.get_extra_info("socket")
+                if config.udp_receive_buffer is not None:
+                    granted = set_receive_buffer(self._udp_socket, config.udp_receive_buffer)
+                    # Linux reports twice the payload it will hold (the rest is bookkeeping).
+                    if granted is not None and granted < config.udp_receive_buffer:
+                        log.warning(
+                            "udp: asked for a %d-byte receive buffer, the kernel granted %d "
+                            "(raise net.core.rmem_max, or run with CAP_NET_ADMIN)",
+                            config.udp_receive_buffer,
+                            granted,
+                        )
             if config.http is not None:
                 app = build_push_app(
                     push=self.push,
@@ -192,9 +220,14 @@ class Gateway:
                     api_key=config.api_key,
                     max_body=config.max_body,
                     max_batch=config.max_batch,
+                    body_timeout=config.http_body_timeout,
                 )
                 self.http_address = await self._serve_web(
-                    app, config.http, reuse_port=self._reuse_port
+                    app,
+                    config.http,
+                    name="http",
+                    max_conns=config.http_max_conns,
+                    reuse_port=self._reuse_port,
                 )
             # The watchdog runs with or without the admin port: its blocked-loop reports go
             # to the log as well.
@@ -209,29 +242,46 @@ class Gateway:
                     admin_token=config.admin_token,
                     ready=self.ready,
                 )
-                self.admin_address = await self._serve_web(app, config.admin)
+                self.admin_address = await self._serve_web(
+                    app, config.admin, name="admin", max_conns=ADMIN_MAX_CONNS
+                )
         except BaseException:
             await self._shut_down()
             raise
         self.connection_set.start_sweeping(loop.call_later)
         self._lifecycle.go(Step.STARTED)
 
+    @property
+    def listen_backlog(self) -> int:
+        return self.config.listen_backlog or system_backlog()
+
     async def _serve_web(
-        self, app: web.Application, address: Address, *, reuse_port: bool = False
+        self,
+        app: web.Application,
+        address: Address,
+        *,
+        name: str,
+        max_conns: int,
+        reuse_port: bool = False,
     ) -> Address:
-        runner = web.AppRunner(
+        config = self.config
+        served = await WebListener.open(
             app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=self.config.shutdown_timeout,
+            address,
+            name=name,
+            limits=WebLimits(
+                max_conns=max_conns,
+                header_timeout=config.http_header_timeout,
+                idle_timeout=config.http_idle_timeout,
+            ),
+            backlog=self.listen_backlog,
+            refusals=self.counters.http_refusals,
+            accept_errors=self.counters.accept_errors,
+            shutdown_timeout=config.shutdown_timeout,
+            reuse_port=reuse_port,
         )
-        await runner.setup()
-        self._web_runners.append(runner)
-        site = web.TCPSite(
-            runner, address[0], address[1], reuse_address=True, reuse_port=reuse_port or None
-        )
-        await site.start()
-        return _bound(runner.addresses[-1])
+        self._web_listeners.append(served)
+        return served.address
 
     async def close(self) -> None:
         """Graceful shutdown: stop accepting, `server_shutdown` to everyone, flush with a
@@ -255,21 +305,23 @@ class Gateway:
         if self._lifecycle.shutting_down:
             return
         self._lifecycle.go(Step.CLOSE)
-        self.connection_set.stop_sweeping()
         if self._listener is not None:
             self._listener.stop()
+            # Connections it already accepted are made first, so close_all sees them.
+            await self._listener.wait_closed()
         if self._udp_transport is not None:
             self._udp_transport.close()
+            self._udp_socket = None
+        # The sweeper runs on meanwhile: it ends each closing connection's linger.
         await self.connection_set.close_all(
             ErrorCode.SERVER_SHUTDOWN,
             "the gateway is shutting down",
             timeout=self.config.shutdown_timeout,
         )
-        if self._listener is not None:
-            await self._listener.wait_closed()
+        self.connection_set.stop_sweeping()
         self.turns.close()
-        for runner in self._web_runners:
-            await runner.cleanup()
+        for served in self._web_listeners:
+            await served.close()
         if self.watchdog is not None:
             await self.watchdog.close()
         await self.broker.close()
@@ -325,6 +377,8 @@ class Gateway:
 
     def statistics(self) -> GatewayStatistics:
         census = self.connection_set.census()
+        udp = self._udp_socket
+        replays = self._replays
         return self.counters.snapshot(
             connections=census.live,
             handshaking=census.handshaking,
@@ -334,6 +388,11 @@ class Gateway:
             buffered_bytes=census.buffered_bytes + self.turns.shared_bytes,
             max_buffered_bytes=census.max_buffered_bytes,
             broker=self.broker.statistics(),
+            kernel_send_queue_bytes=census.kernel_queued_bytes,
+            udp_receive_drops=None if udp is None else udp_drops(udp),
+            udp_receive_buffer_bytes=None if udp is None else receive_buffer(udp),
+            replay_cache_bytes=0 if replays is None else replays.size,
+            replay_cache_ids=0 if replays is None else len(replays),
         )
 
 

@@ -74,6 +74,14 @@ class GatewayStatistics:
     - buffered_bytes: outbound bytes held for all connections right now (ours + transports',
       the turn's shared frames counted once).
     - broker: the cluster broker's figures (`BrokerStatistics`); None without a broker.
+    - accept_errors: failed `accept()`s of the listeners, by errno name ("EMFILE", ...).
+    - http_refusals: HTTP connections (push API and admin) turned away or cut, by reason
+      ("too_many_connections", "header_timeout", "malformed").
+    - kernel_send_queue_bytes: bytes in the kernel send queues of the client sockets: written,
+      not yet acknowledged by the clients (Linux; 0 elsewhere).
+    - udp_receive_drops: datagrams the kernel dropped for the UDP socket (its receive buffer
+      was full), None where unknown; udp_receive_buffer_bytes: that buffer's size.
+    - replay_cache_bytes, replay_cache_ids: what the signed-UDP replay cache holds.
     """
 
     connections: int
@@ -90,8 +98,15 @@ class GatewayStatistics:
     disconnects: Mapping[str, int]
     rejections: Mapping[str, int]
     auth_failures: Mapping[str, int]
+    accept_errors: Mapping[str, int]
+    http_refusals: Mapping[str, int]
     buffered_bytes: int
     max_buffered_bytes: int
+    kernel_send_queue_bytes: int
+    udp_receive_drops: int | None
+    udp_receive_buffer_bytes: int | None
+    replay_cache_bytes: int
+    replay_cache_ids: int
     broker: BrokerStatistics | None = None
 
 
@@ -103,12 +118,14 @@ class Counters:
     """Mutable counters, touched on the hot path; plain attributes and Counters only."""
 
     __slots__ = (
+        "accept_errors",
         "accepted",
         "auth_failures",
         "deliveries",
         "disconnects",
         "drops",
         "fanout_yields",
+        "http_refusals",
         "pushes",
         "pushes_by_target",
         "rejections",
@@ -124,6 +141,8 @@ class Counters:
         self.disconnects: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.auth_failures: Counter[str] = Counter()
+        self.accept_errors: Counter[str] = Counter()
+        self.http_refusals: Counter[str] = Counter()
 
     def snapshot(
         self,
@@ -135,6 +154,11 @@ class Counters:
         rooms: int,
         buffered_bytes: int,
         max_buffered_bytes: int,
+        kernel_send_queue_bytes: int,
+        udp_receive_drops: int | None,
+        udp_receive_buffer_bytes: int | None,
+        replay_cache_bytes: int,
+        replay_cache_ids: int,
         broker: BrokerStatistics | None = None,
     ) -> GatewayStatistics:
         return GatewayStatistics(
@@ -152,7 +176,14 @@ class Counters:
             disconnects=_frozen(self.disconnects),
             rejections=_frozen(self.rejections),
             auth_failures=_frozen(self.auth_failures),
+            accept_errors=_frozen(self.accept_errors),
+            http_refusals=_frozen(self.http_refusals),
             buffered_bytes=buffered_bytes,
             max_buffered_bytes=max_buffered_bytes,
+            kernel_send_queue_bytes=kernel_send_queue_bytes,
+            udp_receive_drops=udp_receive_drops,
+            udp_receive_buffer_bytes=udp_receive_buffer_bytes,
+            replay_cache_bytes=replay_cache_bytes,
+            replay_cache_ids=replay_cache_ids,
             broker=broker,
         )

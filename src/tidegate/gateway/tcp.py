@@ -33,6 +33,7 @@ from typing import cast
 
 from tidegate.gateway.batching import Cancellable
 from tidegate.gateway.client import ClientHost
+from tidegate.gateway.socket_stats import reset_on_close, unsent_bytes
 from tidegate.protocol import Closing, Connection, ErrorCode, Joined, Left, Opened, State
 
 __all__ = ["INPUT_SLICE", "ClientProtocol"]
@@ -49,6 +50,7 @@ _NEVER = 1 << 62
 class ClientProtocol(asyncio.Protocol):
     __slots__ = (
         "_dirty",
+        "_fd",
         "_host",
         "_input_turn",
         "_linger_deadline",
@@ -94,12 +96,15 @@ class ClientProtocol(asyncio.Protocol):
         self._linger_deadline = math.inf
         self._input_turn: Cancellable | None = None  # the next slice of input, scheduled
         self._reading_paused = False
+        self._fd = -1  # the socket's, while the transport has it: for its kernel queue
 
     # -- asyncio.Protocol callbacks ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         host = self._host
         self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         self.transport.set_write_buffer_limits(high=0, low=0)
         self.core = Connection(
             session=host.new_session(),
@@ -177,6 +182,7 @@ class ClientProtocol(asyncio.Protocol):
         return False  # let the transport close our side now
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fd = -1
         if self._input_turn is not None:
             self._input_turn.cancel()
             self._input_turn = None
@@ -208,6 +214,10 @@ class ClientProtocol(asyncio.Protocol):
     def buffered(self) -> int:
         """Outbound bytes held for this client: our queue plus the transport's buffer."""
         return self._queued + self._transport_size()
+
+    def kernel_queued(self) -> int:
+        """Bytes in the socket's kernel send queue: written, not yet acknowledged."""
+        return unsent_bytes(self._fd)
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue one or more whole frames of our own; never blocks. False if dropped or
@@ -380,8 +390,27 @@ class ClientProtocol(asyncio.Protocol):
         host.admission.mark_closing(self)
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+        """Drop the connection now. Anything still unsent (ours or the kernel's) is dropped
+        too, with a reset: a client that stopped reading would otherwise keep megabytes of
+        kernel buffer for minutes after the cut."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self._transport_size() or self.kernel_queued():
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                reset_on_close(sock)
+        self._fd = -1
+        transport.abort()
+
+    def _end_linger(self) -> None:
+        """The closing linger ran out: a plain close if everything was delivered, else an
+        abort."""
+        self._linger_deadline = math.inf
+        if self._transport_size() or self.kernel_queued() or self.transport is None:
+            self.abort()
+        else:
+            self.transport.close()
 
     def _peer_gone(self, why: str) -> None:
         core = self.core
@@ -399,7 +428,7 @@ class ClientProtocol(asyncio.Protocol):
     def sweep(self, now: float) -> None:
         """Timeouts, checked by the gateway's single sweeper; never waits on the transport."""
         if now >= self._linger_deadline:
-            self.abort()  # closing, and the peer has not taken its last frames in time
+            self._end_linger()  # closing, and the peer has not closed in time
             return
         core = self.core
         if core is None:

@@ -21,6 +21,11 @@ users               number      tidegate_users                                  
 rooms               number      tidegate_rooms                                      gauge
 buffered_bytes      number      tidegate_buffered_bytes                             gauge
 max_buffered_bytes  number      tidegate_connection_max_buffered_bytes              gauge
+kernel_send_queue_bytes number  tidegate_kernel_send_queue_bytes                    gauge
+udp_receive_buffer_bytes number tidegate_udp_receive_buffer_bytes                   gauge
+replay_cache_bytes  number      tidegate_replay_cache_bytes                         gauge
+replay_cache_ids    number      tidegate_replay_cache_ids                           gauge
+udp_receive_drops   number      tidegate_udp_receive_drops_total                    counter
 accepted            number      tidegate_connections_accepted_total                 counter
 deliveries          number      tidegate_deliveries_total                           counter
 fanout_yields       number      tidegate_fanout_yields_total                        counter
@@ -32,6 +37,8 @@ rejections          {reason}    tidegate_ingress_rejections_total{reason="..."} 
 auth_failures       {reason}    tidegate_auth_failures_total{reason="expired|.."}   counter
 broker_*            number      tidegate_broker_* (cluster mode; docs/scaling.md)   gauge/counter
 broker_dropped      {reason}    tidegate_broker_dropped_total{reason="..."}         counter
+accept_errors       {error}     tidegate_accept_errors_total{error="EMFILE|..."}    counter
+http_refusals       {reason}    tidegate_http_refusals_total{reason="..."}          counter
 tasks               number      tidegate_tasks (default: measured, see below)       gauge
 threads             number      tidegate_threads (default: measured)                gauge
 open_fds            number      tidegate_open_fds (default: measured)               gauge
@@ -117,6 +124,20 @@ _GAUGES: Final = {
         "tidegate_broker_canary_rtt_seconds",
         "Round trip of the last canary through the broker.",
     ),
+    "kernel_send_queue_bytes": (
+        "tidegate_kernel_send_queue_bytes",
+        "Bytes in the kernel send queues of the client sockets: written, not yet "
+        "acknowledged by the clients (on top of tidegate_buffered_bytes).",
+    ),
+    "udp_receive_buffer_bytes": (
+        "tidegate_udp_receive_buffer_bytes",
+        "Size of the UDP socket's kernel receive buffer, as the kernel reports it.",
+    ),
+    "replay_cache_bytes": (
+        "tidegate_replay_cache_bytes",
+        "Memory counted for the ids of the signed-UDP replay cache (bounded by --replay-memory).",
+    ),
+    "replay_cache_ids": ("tidegate_replay_cache_ids", "Ids held by the signed-UDP replay cache."),
 }
 _COUNTERS: Final = {
     "accepted": ("tidegate_connections_accepted", "TCP connections accepted."),
@@ -157,6 +178,10 @@ _COUNTERS: Final = {
     ),
     "broker_disconnects": ("tidegate_broker_disconnects", "Broker connections lost."),
     "broker_reconnects": ("tidegate_broker_reconnects", "Broker connections re-established."),
+    "udp_receive_drops": (
+        "tidegate_udp_receive_drops",
+        "Datagrams the kernel dropped for the UDP ingress (its receive buffer was full).",
+    ),
 }
 # key -> (metric name, label, help)
 _LABELLED: Final = {
@@ -187,6 +212,17 @@ _LABELLED: Final = {
         "reason",
         "Pushes delivered here but not handed to the broker, and broker messages that were "
         "not a valid push, by reason.",
+    ),
+    "accept_errors": (
+        "tidegate_accept_errors",
+        "error",
+        "Failed accept() calls of the listeners, by errno name (EMFILE: out of descriptors).",
+    ),
+    "http_refusals": (
+        "tidegate_http_refusals",
+        "reason",
+        "HTTP connections (push API and admin) turned away or cut: too_many_connections, "
+        "header_timeout, malformed.",
     ),
 }
 _PROCESS: Final = {
