@@ -67,7 +67,8 @@ async def test_a_ping_flood_does_not_stall_the_others() -> None:
 
 
 async def test_a_flooder_over_its_frame_budget_is_rate_limited() -> None:
-    async with open_gateway(config()) as gw:
+    # A rate so low that no token comes back while the test runs: exactly the burst counts.
+    async with open_gateway(config(frame_burst=200, frame_rate=1e-6)) as gw:
         burst = gw.config.frame_burst
         flooder = await Client.hello(gw.tcp_address, "flooder")  # the hello took a token
         flooder.writer.write(PING * (10 * burst))
