@@ -128,23 +128,25 @@ async def test_at_the_connection_limit_clients_are_told_and_the_admin_port_answe
     # the rest wait in the backlog, and /healthz and /metrics still answer.
     max_conns = 40
     limit = needed(max_conns) + 32
+    held: list[Client] = []
+    over: list[Client] = []
     async with serve("--max-conns", str(max_conns), soft=limit, hard=limit) as served:
-        held = [await Client.hello(served.tcp, f"u{n}") for n in range(max_conns)]
-        over = [
-            await Client.connect(served.tcp) for _ in range(water_marks(max_conns)[0] - max_conns)
-        ]
-        for client in over:
-            await client.expect_error_and_close("too_many_connections")
-        assert (await http_get(served.admin, "/healthz"))[0] == 200
-        status, text = await http_get(served.admin, "/metrics")
-        assert status == 200
-        samples = parse_samples(text)
-        assert metric(samples, "tidegate_connections") == max_conns
-        assert metric(samples, "tidegate_disconnects_total", reason="too_many_connections") == len(
-            over
-        )
-        for client in held:
-            await client.close()
+        try:
+            held = [await Client.hello(served.tcp, f"u{n}") for n in range(max_conns)]
+            for _ in range(water_marks(max_conns)[0] - max_conns):
+                over.append(await Client.connect(served.tcp))
+            for client in over:
+                await client.expect_error_and_close("too_many_connections")
+            assert (await http_get(served.admin, "/healthz"))[0] == 200
+            status, text = await http_get(served.admin, "/metrics")
+            assert status == 200
+            samples = parse_samples(text)
+            assert metric(samples, "tidegate_connections") == max_conns
+            refused = metric(samples, "tidegate_disconnects_total", reason="too_many_connections")
+            assert refused == len(over)
+        finally:
+            for client in [*held, *over]:
+                await client.close()
 
 
 async def test_accept_errors_are_counted_and_the_waiting_clients_served_afterwards() -> None:

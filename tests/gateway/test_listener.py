@@ -161,3 +161,36 @@ def test_the_system_backlog_is_read_from_the_kernel() -> None:
             assert backlog == int(somaxconn.read())
     except OSError:
         assert backlog == socket.SOMAXCONN
+
+
+async def test_a_burst_is_counted_once_while_it_is_handed_over() -> None:
+    # Three clients accepted in one go: each counts once, from accept to its transport and on
+    # through the owner's count, so the listener still accepts below its high-water mark.
+    owner = Owner()
+    owner.listener = listener = TcpListener.open(
+        ("127.0.0.1", 0),
+        lambda: Counted(owner),
+        backlog=16,
+        high_water=4,
+        low_water=1,
+        accept_errors=Counter(),
+    )
+    writers = []
+    try:
+        listener.pause()  # the three wait in the backlog and are taken in one go
+        writers = [await connect(listener) for _ in range(3)]
+        listener.resume()
+        await wait_until(lambda: len(owner.made) == 3, what="three connections")
+        await asyncio.sleep(0)  # the hand-overs' done callbacks
+        assert listener.accepting
+        writers.append(await connect(listener))
+        await wait_until(lambda: len(owner.made) == 4, what="the fourth")
+        assert not listener.accepting
+    finally:
+        listener.stop()
+        await listener.wait_closed()
+        for transport in owner.made:
+            transport.close()
+        for writer in writers:
+            writer.close()
+        await wait_until(lambda: owner.lost == len(owner.made), what="transports closed")

@@ -184,13 +184,28 @@ class TcpListener:
             self._hand_over(conn)
 
     def _hand_over(self, conn: socket.socket) -> None:
+        made = False
+
+        def make_protocol() -> asyncio.Protocol:
+            # From here on the owner counts the connection (from its connection_made).
+            nonlocal made
+            made = True
+            self._unmade -= 1
+            return self._factory()
+
+        def handed_over(task: asyncio.Task[object]) -> None:
+            if not made:
+                self._unmade -= 1
+            self._handed_over(task)
+
+        self._unmade += 1
         task: asyncio.Task[object] = self._loop.create_task(
-            self._loop.connect_accepted_socket(self._factory, conn),
+            self._loop.connect_accepted_socket(make_protocol, conn),
             name=f"tidegate-{self.name}-accept",
         )
         self._handing_over.add(task)
-        task.add_done_callback(self._handed_over)
-        if self._sockets + len(self._handing_over) >= self.high_water:
+        task.add_done_callback(handed_over)
+        if self._sockets + self._unmade >= self.high_water:
             self.pause()
 
     def _handed_over(self, task: asyncio.Task[object]) -> None:
