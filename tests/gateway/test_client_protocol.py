@@ -160,7 +160,7 @@ def test_a_client_with_nothing_pending_is_never_cut_for_writing() -> None:
     assert not transport.ended
 
 
-def test_closing_lingers_then_aborts_and_is_forgotten_when_the_transport_is_gone() -> None:
+def test_closing_lingers_then_closes_and_is_forgotten_when_the_transport_is_gone() -> None:
     h = harness(close_linger=2.0)
     client, transport = h.connect()
     client.close(ErrorCode.SERVER_SHUTDOWN, "bye")
@@ -168,13 +168,24 @@ def test_closing_lingers_then_aborts_and_is_forgotten_when_the_transport_is_gone
     assert h.connections.closing == {client} and not h.connections.live
     h.clock.now += 1.9
     client.sweep(h.clock.now)
-    assert not transport.aborted  # still lingering: the peer may take its error frame
+    assert not transport.closed  # still lingering: the peer may still close first
     h.clock.now += 0.1
     client.sweep(h.clock.now)
-    assert transport.aborted
+    # The linger ran out with everything handed to the kernel (this fake one has no
+    # send-queue figure): a plain close, no reset.
+    assert transport.closed and not transport.aborted
     client.connection_lost(None)
     assert not h.connections.closing
     assert h.counters.disconnects == {"server_shutdown": 1}
+
+
+def test_a_linger_that_runs_out_with_bytes_unsent_aborts() -> None:
+    h = harness(close_linger=2.0, overflow="drop-newest")
+    client, transport = fill_to_the_bound(h)
+    client.close(ErrorCode.SERVER_SHUTDOWN, "bye")
+    h.clock.now += 2.0
+    client.sweep(h.clock.now)
+    assert transport.aborted  # the peer never took them: a reset frees them at once
 
 
 def test_end_of_stream_with_output_pending_aborts_and_drops_the_queue() -> None:
