@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tidegate.cli import build_parser
+from tidegate.cli import build_parser, main
 from tidegate.gateway import Config, ConfigError, load_config
 from tidegate.gateway.config import BY_NAME, OPTIONS, SUBJECT_PREFIX
 from tidegate.gateway.options import (
@@ -204,3 +204,50 @@ def test_the_docs_options_table_is_the_declared_one() -> None:
     assert docs[start:end] == expected, (
         "docs/gateway.md's options table is out of date; replace it with:\n" + expected
     )
+
+
+CREDENTIALS = [
+    ("udp", "secret", "--secret"),
+    ("tcp", "jwt_secret", "--jwt-secret"),
+    ("http", "api_key", "--api-key"),
+    ("admin", "admin_token", "--admin-token"),
+]
+
+
+@pytest.mark.parametrize(("listener", "credential", "flag"), CREDENTIALS)
+def test_a_credential_beyond_loopback_needs_32_bytes(
+    listener: str, credential: str, flag: str
+) -> None:
+    public = {listener: ("0.0.0.0", 7000)}
+    short = Config(**{**public, credential: "x" * 31})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=f"{credential}: 31 bytes is too short") as info:
+        short.check_startable()
+    assert flag in str(info.value) and "secrets.token_urlsafe(32)" in str(info.value)
+    # Bytes of UTF-8, not characters: ten three-byte characters fall short.
+    with pytest.raises(ConfigError, match="30 bytes is too short"):
+        Config(**{**public, credential: "€" * 10}).check_startable()  # type: ignore[arg-type]
+    Config(**{**public, credential: "€" * 11}).check_startable()  # type: ignore[arg-type]  # 33
+    Config(**{**public, credential: "x" * 32}).check_startable()  # type: ignore[arg-type]
+    # On loopback a short one is the operator's business (a development setup).
+    loopback = {listener: ("127.0.0.1", 7000), credential: "dev"}
+    Config(**loopback).check_startable()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("listener", "credential", "flag"), CREDENTIALS)
+@pytest.mark.parametrize("value", [" ", "\t\n", " " + "k" * 40, "k" * 40 + " "])
+def test_a_credential_of_or_edged_with_whitespace_is_refused_everywhere(
+    listener: str, credential: str, flag: str, value: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{credential}: must not begin or end with whitespace"):
+        Config(**{credential: value})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=f"{flag}: {credential}: must not begin"):
+        load_config(flags={credential: value})
+
+
+def test_serve_refuses_a_blank_admin_token_on_a_public_bind(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The review's case: `--admin-token " "` used to start on 0.0.0.0 (and `?token=%20`
+    # opened /_stack).
+    assert main(["serve", "--admin", "0.0.0.0:0", "--admin-token", " "]) == 2
+    assert "must not begin or end with whitespace" in capsys.readouterr().err

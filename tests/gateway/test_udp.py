@@ -96,7 +96,7 @@ async def test_unsigned_udp_refuses_non_loopback() -> None:
         async with open_gateway(config(udp=("0.0.0.0", 0))):
             pass
     # With a secret any address may be bound.
-    async with open_gateway(config(udp=("0.0.0.0", 0), secret=SECRET)) as gw:
+    async with open_gateway(config(udp=("0.0.0.0", 0), secret="s" * 32)) as gw:
         assert gw.udp_address is not None and gw.udp_address[1] > 0
 
 

@@ -35,6 +35,7 @@ from tidegate.gateway.subjects import check_prefix
 from tidegate.protocol import Limits
 
 __all__ = [
+    "MIN_SECRET_BYTES",
     "OPTIONS",
     "OVERFLOW_POLICIES",
     "Address",
@@ -46,6 +47,9 @@ __all__ = [
 
 Overflow = Literal["disconnect", "drop-oldest", "drop-newest"]
 OVERFLOW_POLICIES: Final[tuple[Overflow, ...]] = ("disconnect", "drop-oldest", "drop-newest")
+# Least length of a credential guarding a listener beyond loopback: 256 bits, what RFC 7518
+# (3.2) asks of an HS256 key, and what `secrets.token_urlsafe(32)` gives.
+MIN_SECRET_BYTES: Final = 32
 
 
 SUBJECT_PREFIX: Final = Kind("WORDS", str, check_prefix)
@@ -80,25 +84,27 @@ class Config:
     secret: str | None = option(
         None,
         SECRET,
-        "HMAC-SHA256 key for UDP pushes; required to bind UDP beyond loopback",
+        "HMAC-SHA256 key for UDP pushes; required to bind UDP beyond loopback, then at least "
+        "32 bytes",
     )
     jwt_secret: str | None = option(
         None,
         SECRET,
-        "HS256 key; when set, `hello` must carry a JWT (use >= 32 bytes); required to bind "
-        "TCP beyond loopback",
+        "HS256 key; when set, `hello` must carry a JWT; required to bind TCP beyond loopback, "
+        "then at least 32 bytes (RFC 7518)",
     )
     api_key: str | None = option(
         None,
         SECRET,
-        "bearer key of `POST /v1/push`; required to bind HTTP beyond loopback",
+        "bearer key of `POST /v1/push`; required to bind HTTP beyond loopback, then at least "
+        "32 bytes",
         metavar="K",
     )
     admin_token: str | None = option(
         None,
         SECRET,
         "bearer token of the admin routes (`/healthz`, `/readyz` stay open); required to "
-        "bind admin beyond loopback",
+        "bind admin beyond loopback, then at least 32 bytes",
         metavar="T",
     )
     max_body: int = option(
@@ -241,7 +247,8 @@ class Config:
 
     def check_startable(self) -> None:
         """Refuse configurations the contract forbids at startup: every listener that lets
-        someone in without a credential may only bind loopback."""
+        someone in without a credential may only bind loopback, and beyond loopback the
+        credential must be at least `MIN_SECRET_BYTES` long."""
         for listener, credential, missing, what in (
             ("udp", "secret", "a secret", "unsigned pushes"),
             ("tcp", "jwt_secret", "a JWT secret", "clients without a token"),
@@ -260,6 +267,23 @@ class Config:
                     f"{missing}; {what} are only accepted on loopback. Set {how.flag} / "
                     f"{how.env} or bind 127.0.0.1.",
                     option=listener,
+                )
+            given: str | None = getattr(self, credential)
+            if (
+                address is not None
+                and given
+                and not is_loopback(address[0])
+                and len(given.encode()) < MIN_SECRET_BYTES
+            ):
+                how = BY_NAME[credential]
+                raise ConfigError(
+                    f"{credential}: {len(given.encode())} bytes is too short to guard "
+                    f"{listener} on {address[0]}:{address[1]}; beyond loopback every "
+                    f"credential needs at least {MIN_SECRET_BYTES} bytes (for the JWT secret "
+                    f"RFC 7518 asks as much of an HS256 key). Generate one with: python -c "
+                    f"'import secrets; print(secrets.token_urlsafe(32))' ({how.flag} / "
+                    f"{how.env}).",
+                    option=credential,
                 )
 
 

@@ -254,6 +254,10 @@ def _parse_secret(text: str) -> str | None:
 def _check_secret(value: object) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {value!r}")
+    # Bearer credentials arrive with the header's whitespace stripped: one that begins or
+    # ends with whitespace could never match, and one made of it is no secret at all.
+    if value != value.strip():
+        raise ValueError("must not begin or end with whitespace (nor be only whitespace)")
 
 
 ADDRESS: Final = Kind(

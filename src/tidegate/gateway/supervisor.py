@@ -39,6 +39,7 @@ import os
 import signal
 import socket
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,8 +50,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
 from tidegate.gateway.config import OPTIONS, Address, Config
+from tidegate.gateway.listener import system_backlog
 from tidegate.gateway.natsd import NatsServer
 from tidegate.gateway.options import redact_urls
+from tidegate.gateway.web_listener import ADMIN_MAX_CONNS, WebLimits, WebListener
 from tidegate.leaks.endpoints import aiohttp_app
 from tidegate.ops import OpsMetrics, bearer_guard, dashboard_html, debug_vars, process_stats
 
@@ -173,16 +176,27 @@ class Supervisor:
         if self.broker_url is None:
             self._start_nats()
         self._reserve_ports()
-        runner: web.AppRunner | None = None
+        admin: WebListener | None = None
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
         try:
-            if self.config.admin is not None:
-                runner = web.AppRunner(self._admin_app(), access_log=None, handle_signals=False)
-                await runner.setup()
-                site = web.TCPSite(runner, *self.config.admin, reuse_address=True)
-                await site.start()
-                bound = runner.addresses[-1]
-                self.admin_address = (bound[0], bound[1])
+            config = self.config
+            if config.admin is not None:
+                # The same limits as a gateway's own admin port (web_listener.py).
+                admin = await WebListener.open(
+                    self._admin_app(),
+                    config.admin,
+                    name="admin",
+                    limits=WebLimits(
+                        max_conns=ADMIN_MAX_CONNS,
+                        header_timeout=config.http_header_timeout,
+                        idle_timeout=config.http_idle_timeout,
+                    ),
+                    backlog=config.listen_backlog or system_backlog(),
+                    refusals=Counter(),
+                    accept_errors=Counter(),
+                    shutdown_timeout=config.shutdown_timeout,
+                )
+                self.admin_address = admin.address
             async with asyncio.TaskGroup() as group:
                 for worker in self.workers:
                     group.create_task(self._keep(worker), name=f"tidegate-worker-{worker.index}")
@@ -200,8 +214,8 @@ class Supervisor:
                 if process is not None and process.returncode is None:
                     process.kill()
                     await process.wait()
-            if runner is not None:
-                await runner.cleanup()
+            if admin is not None:
+                await admin.close()
             await self._session.close()
             for sock in self._reserved:
                 sock.close()
