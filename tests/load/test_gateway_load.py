@@ -21,6 +21,7 @@ from tidegate.load import gateway_load
 from tidegate.load.display import Display
 from tidegate.load.fleet import Fleet
 from tidegate.load.gateway_load import GatewayLoad
+from tidegate.load.pushers import HTTP_IN_FLIGHT
 from tidegate.load.verdict import Report
 
 from .servers import leaky_gateway, serve
@@ -236,3 +237,23 @@ def test_an_unexpected_error_exits_3_with_its_traceback(
     assert status == 3
     assert "Traceback (most recent call last)" in err and "ValueError: a bug in the tool" in err
     assert err.endswith("tidegate load: unexpected error, a bug: its traceback is above\n")
+
+
+@pytest.mark.timeout(60)
+def test_an_http_ingress_that_never_answers_bounds_the_pushes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.json"
+    # Listening, never accepting: the kernel completes the handshakes and keeps the requests.
+    with socket.create_server(("127.0.0.1", 0), backlog=256) as silent, serve() as gw:
+        http = f"127.0.0.1:{silent.getsockname()[1]}"
+        ports = ["--tcp", gw["tcp"], "--http", http, "--admin", gw["admin"]]
+        options = "--clients 5 --rate 400 --duration 1 --drain 1 --plain --json"
+        status = main(["load", *ports, *options.split(), str(report)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    document = json.loads(report.read_text())
+    # Every slot taken by a push that is never answered: the pacer waited, then gave up.
+    assert (document["sent"], document["planned"]) == (HTTP_IN_FLIGHT, 400)
+    assert document["gateway"]["push_errors"] == {"http_timeout": HTTP_IN_FLIGHT}
+    assert f"pushes: {HTTP_IN_FLIGHT} of the 400 planned left in the 1s load" in out

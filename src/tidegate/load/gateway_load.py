@@ -26,7 +26,7 @@ from .fleet import Fleet, open_fleet, processes_for
 from .limits import raise_open_files
 from .plan import PushLog, PushPicker, plan_clients
 from .probe import Probe, Unreachable, open_probe, reason
-from .pushers import HttpPusher, UdpPusher, push_at_rate
+from .pushers import HTTP_IN_FLIGHT, HTTP_TIMEOUT, HttpPusher, UdpPusher, push_at_rate
 from .verdict import Report
 from .watch import Watch
 
@@ -130,6 +130,13 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
             load_start = watch.now()
             await fleet.load()
             sent, push_errors = await _push(s, picker, log, run, display)
+            planned = round(s.rate * s.duration)
+            if sent < planned:
+                notes.append(
+                    f"pushes: {sent} of the {planned} planned left in the {s.duration:g}s load"
+                    f" ({sent / s.duration:.1f}/s of {s.rate:g}/s asked): the HTTP ingress did"
+                    f" not answer fast enough (at most {HTTP_IN_FLIGHT} pushes in flight)"
+                )
             watch.enter("settle")
             healthy = [spec for spec in specs if spec.fault is None]
             expected = sum(PushLog(log).expected(spec) for spec in healthy)
@@ -186,6 +193,7 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
         notes=notes,
         gateway={"accepted": accepted, "refused": refused, "push_errors": dict(push_errors)},
         sent=sent,
+        planned=planned,
         delivered=tally.delivered,
         lost=tally.lost,
         duplicates=tally.duplicates,
@@ -209,9 +217,10 @@ async def _push(
     that failed to leave (by kind)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + s.duration
-    connector = aiohttp.TCPConnector(limit=0)
+    connector = aiohttp.TCPConnector(limit=HTTP_IN_FLIGHT)
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
     async with (
-        aiohttp.ClientSession(connector=connector) as session,
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
         asyncio.TaskGroup() as requests,
     ):
         pushers: list[UdpPusher | HttpPusher] = []

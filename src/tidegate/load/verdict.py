@@ -114,6 +114,7 @@ class Report:
     settled_after: float | None  # seconds into the drain when all gauges were back; None: never
     notes: list[str] = field(default_factory=list)
     sent: int = 0
+    planned: int | None = None  # pushes the rate and duration asked for (the gateway load)
     delivered: int = 0
     lost: int = 0
     duplicates: int = 0
@@ -145,6 +146,7 @@ class Report:
         document: dict[str, Any] = {
             "verdict": self.verdict,
             "sent": self.sent,
+            "planned": self.planned,
             "delivered": self.delivered,
             "lost": self.lost,
             "duplicates": self.duplicates,
