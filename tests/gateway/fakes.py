@@ -172,6 +172,7 @@ class Harness:
             budget=self.config.fanout_budget,
             clock=self.work_clock,
             on_yield=self._count_yield,
+            on_drain=self._count_drain,
         )
         self.registry = Registry(before_change=self.turns.membership_changing)
         self.delivery = LocalDelivery(
@@ -198,6 +199,9 @@ class Harness:
 
     def _count_yield(self) -> None:
         self.counters.fanout_yields += 1
+
+    def _count_drain(self) -> None:
+        self.counters.fanout_drains += 1
 
     def push(self, to: str, data: object, id: str = "i") -> int:
         """Deliver a push as the gateway does; returns the connections that took it."""

@@ -150,6 +150,32 @@ async def test_a_mixed_http_batch_replies_who_took_each_item_and_keeps_order() -
         await bob.close()
 
 
+async def test_an_http_batch_past_the_shared_bound_waits_for_the_flush_instead_of_draining() -> (
+    None
+):
+    # 16 KiB per connection: the frames of one turn for rooms and everyone share 12 KiB, and
+    # this batch to everyone is ~46 KiB. Pushed in one go, it would find the bound full three
+    # times and have the flush finish at once each time (`fanout_drains`).
+    async with open_gateway(config(http=("127.0.0.1", 0), buffer_bytes=16 * 1024)) as gw:
+        clients = [await Client.hello(gw.tcp_address, f"u{n}") for n in range(3)]
+        try:
+            batch = [{"to": "all", "data": [n, "p" * 200]} for n in range(200)]
+            async with (
+                http_session() as session,
+                session.post(url(gw.http_address, "/v1/push"), json=batch) as response,
+            ):
+                assert response.status == 200
+                assert [r["delivered"] for r in await response.json()] == [3] * 200
+            for client in clients:
+                assert [(await client.recv())["data"][0] for _ in range(200)] == list(range(200))
+            statistics = gw.statistics()
+            assert statistics.fanout_drains == 0
+            assert statistics.deliveries == 600 and not statistics.drops
+        finally:
+            for client in clients:
+                await client.close()
+
+
 async def test_push_api_errors_and_raw_data() -> None:
     async with open_gateway(config(http=("127.0.0.1", 0))) as gw:
         alice = await Client.hello(gw.tcp_address, "alice")

@@ -364,3 +364,65 @@ def test_random_mixes_deliver_exactly_once_in_order_within_the_bound(
     else:
         assert delivered == received  # a refused frame is never counted as delivered
     assert h.counters.deliveries == delivered
+
+
+# -- producers that can wait (an HTTP batch): `behind` and `when_caught_up` ----------------
+
+
+def test_a_producer_waits_while_shared_frames_pass_half_their_bound() -> None:
+    h = harness()
+    h.connect()
+    woken: list[str] = []
+    pushed = 0
+    while not h.turns.behind():
+        h.push("all", "p" * 100)  # ~150-byte frames; half the shared bound is 1500 bytes
+        pushed += 1
+    assert pushed == 11
+    h.turns.when_caught_up(lambda: woken.append("caught up"))
+    assert woken == []
+    h.turn.end()  # the flush writes them all
+    assert woken == ["caught up"] and not h.turns.behind()
+
+
+def test_a_producer_waits_once_this_turn_s_pushes_had_their_budget() -> None:
+    h = harness(fanout_budget=1.0)
+    h.connect()
+    woken: list[str] = []
+    h.push("all", "a")
+    assert not h.turns.behind()
+    h.work_clock.now += 1.0  # pushing took the whole budget
+    assert h.turns.behind()
+    h.turns.when_caught_up(lambda: woken.append("next turn"))
+    h.turn.end()
+    assert woken == ["next turn"] and not h.turns.behind()
+
+
+def test_a_producer_behind_a_sliced_flush_waits_for_its_last_slice() -> None:
+    h = harness(fanout_budget=1.0)
+    clients = [h.connect(f"u{n}") for n in range(300)]
+    woken: list[int] = []
+    for n in range(11):
+        h.push("all", [n, "p" * 100])
+    assert h.turns.behind()
+    start = h.turns.turn
+    h.turns.when_caught_up(lambda: woken.append(h.turns.turn - start))
+    h.work_clock.step = 0.6  # two slices a turn
+    h.turn.end()
+    assert h.counters.fanout_yields == 1 and woken == []
+    end_turns(h)
+    assert woken == [2]  # woken by the turn that wrote the last slice
+    for _, transport in clients:
+        assert [n for n, _ in messages(transport)] == list(range(11))
+
+
+def test_closing_the_batcher_releases_a_producer_waiting_for_it() -> None:
+    h = harness()
+    h.connect()
+    woken: list[str] = []
+    while not h.turns.behind():
+        h.push("all", "p" * 100)
+    h.turns.when_caught_up(lambda: woken.append("released"))
+    h.turns.close()  # the gateway shuts down: its flush will never run
+    assert woken == ["released"] and h.turn.callbacks == []
+    h.turns.when_caught_up(lambda: woken.append("at once"))
+    assert woken == ["released", "at once"]

@@ -179,6 +179,7 @@ def test_adapts_the_gateway_statistics_snapshot() -> None:
         pushes_by_target=MappingProxyType({"all": 3}),
         deliveries=6,
         fanout_yields=0,
+        fanout_drains=0,
         drops=MappingProxyType({}),
         disconnects=MappingProxyType({"peer_eof": 6}),
         rejections=MappingProxyType({"replay": 1}),

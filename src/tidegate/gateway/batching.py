@@ -33,8 +33,13 @@ connections): past it, the rest continues at the next turn (one `call_soon`), af
 has served everything else. Pushes accepted meanwhile join one epoch that waits behind, so a
 fan-out that cannot keep up writes more frames per write rather than more writes. A flush
 that yields is counted (`fanout_yields`). Past the shared bound, the pending work is finished
-at once (`drain`) before a new frame is taken: memory stays bounded when producers outrun the
-flush.
+at once (`drain`, counted: `fanout_drains`) before a new frame is taken: memory stays bounded
+when producers outrun the flush, at the cost of one long turn. A producer that can wait (an
+HTTP batch) does not get there: between its pushes it asks `behind()` and, while it is, waits
+for `when_caught_up` (the end of a turn that leaves less than half the bound pending), so that
+a batch too spends at most `budget` per turn pushing. The wait is bounded by the flush of the
+epoch that holds the frames pending when it began: what is still pending after that came
+later, while those were pending, and the bound is shared.
 
 Nothing here awaits; the only timer is the `call_soon` handle, cancelled by `close()`.
 """
@@ -116,13 +121,15 @@ class _Epoch:
         "last",
         "marks",
         "members",
+        "opened",
         "position",
         "size",
         "where",
         "writers",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, opened: float) -> None:
+        self.opened = opened  # the batcher's clock at its first push: how long this turn pushes
         self.groups: list[_Group] = []
         self.by_members: dict[int, _Group] = {}  # id() of the live set; the group holds it
         self.first = 0
@@ -171,16 +178,19 @@ class TurnBatcher:
         "_budget",
         "_call_soon",
         "_clock",
+        "_closed",
         "_deferred",
         "_dirty",
         "_flushing",
         "_handle",
         "_observe_latency",
+        "_on_drain",
         "_on_yield",
         "_open",
         "_rosters",
         "_sealed",
         "_touched",
+        "_waiters",
         "congested",
         "flush_pending",
         "own_limit",
@@ -200,12 +210,14 @@ class TurnBatcher:
         budget: float = 0.02,
         clock: Callable[[], float] = time.perf_counter,
         on_yield: Callable[[], None] | None = None,
+        on_drain: Callable[[], None] | None = None,
     ) -> None:
         self._call_soon = call_soon
         self._observe_latency = observe_latency
         self._budget = budget
         self._clock = clock
         self._on_yield = on_yield
+        self._on_drain = on_drain
         parts = split(buffer_bytes)
         self.own_limit = parts.own
         self.shared_limit = parts.shared
@@ -222,6 +234,8 @@ class TurnBatcher:
         self._rosters: dict[int, tuple[Collection[Sink], tuple[Sink, ...], list[Writer]]] = {}
         self._flushing = False  # in `_run`: settles wait for the end of the epoch's slice
         self._deferred: list[Sink] = []
+        self._waiters: list[Callable[[], None]] = []  # `when_caught_up`
+        self._closed = False
         self.congested: set[Sink] = set()
         self.seq = 0
         self.unflushed = 0
@@ -238,6 +252,8 @@ class TurnBatcher:
         if self.shared_bytes + size > self.shared_limit:
             if self.shared_bytes:
                 self.drain()
+                if self._on_drain is not None:
+                    self._on_drain()
             if size > self.shared_limit:  # too big to share: each member's own bound decides
                 return [sink.send_frame(frame) for sink in tuple(members)].count(True)
         delivered = len(members)
@@ -256,7 +272,7 @@ class TurnBatcher:
         self.seq = self.unflushed = seq
         epoch = self._open
         if epoch is None:
-            epoch = self._open = _Epoch()
+            epoch = self._open = _Epoch(self._clock())
         if not epoch.first:
             epoch.first = seq
         epoch.last = seq
@@ -277,7 +293,7 @@ class TurnBatcher:
         flush of this turn's frames, even when every target is paused and nothing writes."""
         epoch = self._open
         if epoch is None:
-            epoch = self._open = _Epoch()
+            epoch = self._open = _Epoch(self._clock())
         epoch.marks.append(mark)
         if not self.flush_pending:
             self._schedule()
@@ -329,9 +345,30 @@ class TurnBatcher:
     # -- the end of the turn ---------------------------------------------------------------
 
     def behind(self) -> bool:
-        """A flush is under way and more frames wait behind it, or half the shared bound is
-        used: a producer that can wait (an HTTP batch) should let the loop turn."""
-        return len(self._sealed) > 1 or self.shared_bytes * 2 > self.shared_limit
+        """A producer that can wait (an HTTP batch) should let the loop turn before its next
+        push: the pushes of this turn have run for longer than the budget (a batch to
+        congested members costs a `send_frame` per member and push), or pending shared frames
+        use more than half their bound (the flush makes room one slice per turn; past the
+        bound a push would have to `drain` it all at once)."""
+        if self.shared_bytes * 2 > self.shared_limit:
+            return True
+        epoch = self._open
+        return epoch is not None and self._clock() - epoch.opened >= self._budget
+
+    def when_caught_up(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once `behind()` is over: at the end of a turn whose flush left
+        less than half the shared bound pending, or when the batcher is closed."""
+        if self._closed:
+            callback()
+        else:
+            self._waiters.append(callback)
+            if not self.flush_pending:  # nothing pending: the next turn says so
+                self._schedule()
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for callback in waiters:
+            callback()
 
     def drain(self) -> None:
         """Finish all pending work now, whatever it costs."""
@@ -376,11 +413,12 @@ class TurnBatcher:
         if not sealed and self._open is None:
             self.unflushed = 0
             self._touched.clear()
-        if not done:
-            if self._on_yield is not None:
-                self._on_yield()
-            if not self.flush_pending:
-                self._schedule()
+        if self._waiters and not self.behind():
+            self._wake_waiters()
+        if not done and self._on_yield is not None:
+            self._on_yield()
+        if (not done or self._waiters) and not self.flush_pending:
+            self._schedule()
 
     def _settle_deferred(self) -> None:
         while self._deferred:
@@ -538,7 +576,10 @@ class TurnBatcher:
         return True
 
     def close(self) -> None:
-        """Cancel a flush still scheduled (the gateway is shut down, its clients are gone)."""
+        """Cancel a flush still scheduled (the gateway is shut down, its clients are gone),
+        and release whoever waits for it to catch up."""
+        self._closed = True
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._wake_waiters()

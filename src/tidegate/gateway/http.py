@@ -25,13 +25,17 @@ Replies (all JSON):
 Every refusal is counted in `statistics().rejections` by its reason. Bad input never reaches a
 500: the only code that can raise is ours, and it raises only `Rejected` and `NotPublished`.
 Delivery is synchronous, like a UDP datagram: parse, fan out, reply; the handler never waits
-on a client (in cluster mode it waits for one broker round trip, for `published`).
+on a client (in cluster mode it waits for one broker round trip, for `published`). A batch
+waits between items while the fan-out is behind (`fanout_catch_up`), so that a big batch to a
+big room is written a slice per loop turn, with everyone else served in between; each item's
+`delivered` counts the connections that took it when it was pushed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -67,10 +71,13 @@ def build_push_app(
     max_body: int,
     max_batch: int,
     body_timeout: float,
+    fanout_catch_up: Callable[[], Awaitable[None] | None],
 ) -> web.Application:
     """The app serving `POST /v1/push`: pushes go to `push`, refusals are counted by reason
     in `rejections`; with `confirmation` (cluster mode) replies say whether the broker
-    acknowledged the pushes."""
+    acknowledged the pushes. Before each item of a batch, `fanout_catch_up()` returns None,
+    or what to wait for first: the fan-out is behind, or this turn's pushes have had their
+    budget."""
 
     def reject(error: str, reason: str) -> dict[str, str]:
         """The one place a refusal is counted; returns its JSON document."""
@@ -152,9 +159,14 @@ def build_push_app(
                 "too_large",
                 f"batch of {len(items)} items over the limit of {max_batch} (max_batch)",
             )
-        documents = [push_one(bytes(item)) for item in items]
+        documents = []
+        for item in items:
+            waiting = fanout_catch_up()
+            if waiting is not None:
+                await waiting
+            documents.append(push_one(bytes(item)))
         if documents and all(d.get("error") == "broker_unavailable" for d in documents):
-            # One synchronous pass: the broker was away for the whole batch.
+            # The broker was away for the whole batch: nothing of it was delivered anywhere.
             return refused(documents[0])
         await confirm(documents, mark)
         return _json(200, documents)

@@ -93,6 +93,7 @@ class Gateway:
             buffer_bytes=config.buffer_bytes,
             budget=config.fanout_budget,
             on_yield=self._count_yield,
+            on_drain=self._count_drain,
         )
         self.registry = Registry(before_change=self.turns.membership_changing)
         delivery = LocalDelivery(registry=self.registry, counters=self.counters, turns=self.turns)
@@ -221,6 +222,7 @@ class Gateway:
                     max_body=config.max_body,
                     max_batch=config.max_batch,
                     body_timeout=config.http_body_timeout,
+                    fanout_catch_up=self._fanout_catch_up,
                 )
                 self.http_address = await self._serve_web(
                     app,
@@ -372,8 +374,25 @@ class Gateway:
     def connections(self) -> int:
         return len(self.connection_set)
 
+    def _fanout_catch_up(self) -> asyncio.Future[None] | None:
+        """For an HTTP batch, before each item: None to push it now; else a future done once
+        the fan-out has caught up (`TurnBatcher.behind`)."""
+        if not self.turns.behind():
+            return None
+        caught_up = asyncio.get_running_loop().create_future()
+
+        def done() -> None:
+            if not caught_up.done():
+                caught_up.set_result(None)
+
+        self.turns.when_caught_up(done)
+        return caught_up
+
     def _count_yield(self) -> None:
         self.counters.fanout_yields += 1
+
+    def _count_drain(self) -> None:
+        self.counters.fanout_drains += 1
 
     def statistics(self) -> GatewayStatistics:
         census = self.connection_set.census()

@@ -71,6 +71,10 @@ class GatewayStatistics:
     - auth_failures: hello tokens refused, by `TokenRefused.code` (or "missing_token").
     - fanout_yields: end-of-turn flushes that ran out of `fanout_budget` and let the loop
       serve other work before finishing (a big room, a big batch, a slow machine).
+    - fanout_drains: pushes that found the pending shared frames at their bound
+      (`buffer_bytes` * 3/4) and had the flush finish at once, in one long loop turn
+      (producers outrunning the fan-out, e.g. a UDP flood to a big room; HTTP batches wait
+      for the flush instead).
     - buffered_bytes: outbound bytes held for all connections right now (ours + transports',
       the turn's shared frames counted once).
     - broker: the cluster broker's figures (`BrokerStatistics`); None without a broker.
@@ -94,6 +98,7 @@ class GatewayStatistics:
     pushes_by_target: Mapping[str, int]
     deliveries: int
     fanout_yields: int
+    fanout_drains: int
     drops: Mapping[str, int]
     disconnects: Mapping[str, int]
     rejections: Mapping[str, int]
@@ -124,6 +129,7 @@ class Counters:
         "deliveries",
         "disconnects",
         "drops",
+        "fanout_drains",
         "fanout_yields",
         "http_refusals",
         "pushes",
@@ -135,6 +141,7 @@ class Counters:
         self.accepted = 0
         self.deliveries = 0
         self.fanout_yields = 0
+        self.fanout_drains = 0
         self.pushes: Counter[str] = Counter()
         self.pushes_by_target: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
@@ -172,6 +179,7 @@ class Counters:
             pushes_by_target=_frozen(self.pushes_by_target),
             deliveries=self.deliveries,
             fanout_yields=self.fanout_yields,
+            fanout_drains=self.fanout_drains,
             drops=_frozen(self.drops),
             disconnects=_frozen(self.disconnects),
             rejections=_frozen(self.rejections),

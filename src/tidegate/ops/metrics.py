@@ -29,6 +29,7 @@ udp_receive_drops   number      tidegate_udp_receive_drops_total                
 accepted            number      tidegate_connections_accepted_total                 counter
 deliveries          number      tidegate_deliveries_total                           counter
 fanout_yields       number      tidegate_fanout_yields_total                        counter
+fanout_drains       number      tidegate_fanout_drains_total                        counter
 pushes              {ingress}   tidegate_pushes_total{ingress="udp|http|..."}       counter
 pushes_by_target    {kind}      tidegate_pushes_by_target_total{target="user|.."}   counter
 drops               {reason}    tidegate_drops_total{reason="drop-oldest|..."}      counter
@@ -145,6 +146,10 @@ _COUNTERS: Final = {
     "fanout_yields": (
         "tidegate_fanout_yields",
         "End-of-turn flushes that used up fanout_budget and yielded to the loop.",
+    ),
+    "fanout_drains": (
+        "tidegate_fanout_drains",
+        "Pushes that found the shared frames at their bound and finished the flush at once.",
     ),
     "broker_published": ("tidegate_broker_published", "Pushes handed to the broker."),
     "broker_received": (
