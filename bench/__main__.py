@@ -18,6 +18,8 @@ BENCHMARKS = [
     "leaks_bench",
     "leaks_proof",
     "gateway_broadcast",
+    "gateway_saturation",
+    "gateway_paths",
     "gateway_latency",
     "gateway_memory",
     "gateway_fairness",
