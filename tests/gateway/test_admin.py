@@ -4,6 +4,7 @@ token guard, the profiler, and the loop watchdog wired to `/metrics` and `/debug
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -168,3 +169,20 @@ async def test_a_blocked_loop_shows_in_metrics_and_vars() -> None:
         assert metric(samples, "tidegate_event_loop_lag_seconds_count") >= 1
         status, text = await get(gw, "/debug/vars")
         assert status == 200 and "test_a_blocked_loop_shows_in_metrics_and_vars" in text
+
+
+async def test_vars_carry_the_settings_a_load_test_needs() -> None:
+    changes = {"heartbeat": 3.0, "close_linger": 1.5, "buffer_bytes": 4096}
+    async with open_gateway(admin_config(**changes, overflow="drop-oldest")) as gw:
+        status, text = await get(gw, "/debug/vars")
+    assert status == 200
+    settings = json.loads(text)["settings"]
+    assert settings == {
+        "heartbeat": 3.0,
+        "idle_timeout": 6.0,  # 2 x heartbeat
+        "close_linger": 1.5,
+        "sweep_interval": gw.connection_set.sweep_interval,
+        "write_timeout": 5.0,
+        "buffer_bytes": 4096,
+        "overflow": "drop-oldest",
+    }

@@ -20,7 +20,7 @@ from tidegate.cli import main
 from tidegate.load import gateway_load
 from tidegate.load.display import Display
 from tidegate.load.fleet import Fleet
-from tidegate.load.gateway_load import GatewayLoad
+from tidegate.load.gateway_load import GatewayLoad, Reaping
 from tidegate.load.pushers import HTTP_IN_FLIGHT
 from tidegate.load.verdict import Report
 
@@ -45,12 +45,14 @@ def test_no_leak_against_tidegate_serve_with_every_fault(
         f"--secret {SECRET} --api-key {API_KEY} --jwt-secret {JWT_SECRET}"
         f" --admin-token {ADMIN_TOKEN}"
     )
-    with serve("--heartbeat", "1", *credentials.split()) as gw:
+    # A vanished client is cut 2 + 4 + 2 x 0.5 = 7 s after it went silent: a drain window
+    # that left out the 4 s close linger would close before that, with a LEAK.
+    with serve("--heartbeat", "1", "--close-linger", "4", *credentials.split()) as gw:
         status = load(
             gw,
             f"--http {gw['http']} {credentials} --clients 40 --rooms 4 --rate 150 --duration 2"
             " --faults reset=10,halfclose=10,vanish=10,stall=10,churn=10 --processes 2"
-            " --drain 5 --json",
+            " --drain 2 --json",
             report,
         )
     out = capsys.readouterr().out
@@ -74,7 +76,9 @@ def test_no_leak_against_tidegate_serve_with_every_fault(
     assert document["gateway"]["accepted"] == {"udp": 150, "http": 150}
     assert document["gateway"]["refused"] == {}
     assert document["latency_ms"]["p50"] > 0
-    assert "4 vanished clients (silent, no FIN): the gateway must reap them" in out
+    assert "4 vanished clients (silent, no FIN): the gateway must cut them 7s after" in out
+    assert "idle timeout 2s + close linger 4s + 2 sweeps of 0.5s, published by the gateway" in out
+    assert document["settings"]["close_linger"] == 4
     assert "NO LEAK: back at the baseline" in out
 
 
@@ -117,6 +121,19 @@ def test_pushes_the_gateway_refused_are_named(
         "push_errors": {},
     }
     assert "the gateway refused pushes at ingress: bad_signature 20" in out
+
+
+def test_reaping_time_from_the_published_settings_or_assumed() -> None:
+    published = {"idle_timeout": 6.0, "close_linger": 1.5, "sweep_interval": 0.25}
+    reaping = Reaping.of(published, heartbeat=3.0, idle_timeout=None)
+    assert (reaping.seconds, reaping.published) == (8.0, True)
+    # The user's --idle-timeout wins over the published one.
+    assert Reaping.of(published, heartbeat=3.0, idle_timeout=10.0).seconds == 12.0
+    # A gateway that publishes nothing: 2 x its heartbeat, tidegate's default linger, the
+    # slowest sweep; and the note says so.
+    assumed = Reaping.of({}, heartbeat=3.0, idle_timeout=None)
+    assert (assumed.idle_timeout, assumed.close_linger, assumed.sweep_interval) == (6, 2, 0.5)
+    assert assumed.describe().endswith("assumed: not published")
 
 
 def test_clients_the_gateway_turns_away_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:

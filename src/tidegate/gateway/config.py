@@ -233,6 +233,16 @@ class Config:
     def effective_idle_timeout(self) -> float:
         return self.idle_timeout if self.idle_timeout is not None else 2 * self.heartbeat
 
+    @property
+    def shortest_connection_timeout(self) -> float:
+        """The shortest timeout the connection sweeper enforces (it sweeps four times as often)."""
+        return min(
+            self.handshake_timeout,
+            self.effective_idle_timeout,
+            self.write_timeout,
+            self.close_linger,
+        )
+
     def limits(self) -> Limits:
         """The protocol core's limits, from these options."""
         return Limits(

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 from aiohttp import web
 
-from tidegate.gateway.admin import build_admin_app, gateway_metrics
+from tidegate.gateway.admin import build_admin_app, connection_settings, gateway_metrics
 from tidegate.gateway.batching import TurnBatcher
 from tidegate.gateway.broker import Broker, InProcessBroker
 from tidegate.gateway.client import ClientHost, ClientSettings
@@ -118,12 +118,7 @@ class Gateway:
         self._publish = self.broker.publish
         self.connection_set = ConnectionSet(
             max_conns=config.max_conns,
-            shortest_timeout=min(
-                config.handshake_timeout,
-                config.effective_idle_timeout,
-                config.write_timeout,
-                config.close_linger,
-            ),
+            shortest_timeout=config.shortest_connection_timeout,
             counters=self.counters,
             clock=_loop_time,
         )
@@ -243,6 +238,7 @@ class Gateway:
                     watchdog=self.watchdog,
                     admin_token=config.admin_token,
                     ready=self.ready,
+                    settings=connection_settings(config),
                 )
                 self.admin_address = await self._serve_web(
                     app, config.admin, name="admin", max_conns=ADMIN_MAX_CONNS

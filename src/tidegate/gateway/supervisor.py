@@ -49,6 +49,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
+from tidegate.gateway.admin import connection_settings
 from tidegate.gateway.config import OPTIONS, Address, Config
 from tidegate.gateway.listener import system_backlog
 from tidegate.gateway.natsd import NatsServer
@@ -456,7 +457,8 @@ class Supervisor:
 
     async def _vars(self, request: web.Request) -> web.Response:
         await self._refresh()
-        document = debug_vars(self._last_stats, process_stats(), None)
+        settings = connection_settings(self.config)
+        document = debug_vars(self._last_stats, process_stats(), None, settings)
         return web.json_response(document, dumps=lambda obj: json.dumps(obj, indent=1))
 
     async def _dashboard(self, request: web.Request) -> web.Response:

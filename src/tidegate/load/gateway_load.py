@@ -30,12 +30,12 @@ from .pushers import HTTP_IN_FLIGHT, HTTP_TIMEOUT, HttpPusher, UdpPusher, push_a
 from .verdict import Report
 from .watch import Watch
 
-__all__ = ["GatewayLoad", "run_gateway_load"]
+__all__ = ["GatewayLoad", "Reaping", "run_gateway_load"]
 
 SETTLE_TIMEOUT: Final = 5.0  # for the last pushes to reach healthy clients
-# The gateway's sweeper checks idle timers every quarter of the shortest timeout: a vanished
-# client is reaped up to 25% after its idle timeout (docs/operating.md), then lingers a bit.
-REAP_SLACK: Final = 0.25
+# A gateway that does not publish its settings: tidegate's defaults for what it does not say.
+DEFAULT_CLOSE_LINGER: Final = 2.0
+LONGEST_SWEEP: Final = 0.5  # the sweeper runs at least this often (docs/operating.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,43 @@ class GatewayLoad:
             "idle_timeout": self.idle_timeout,
             "seed": self.seed,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Reaping:
+    """How long the gateway takes to cut a client that went silent without a FIN: its idle
+    timeout runs out (seen at the next sweep), it sends the error frame and FIN, then its
+    close linger waits for the peer's FIN that never comes (ended at the next sweep)."""
+
+    idle_timeout: float
+    close_linger: float
+    sweep_interval: float
+    published: bool  # read from the gateway's /debug/vars, not assumed
+
+    @classmethod
+    def of(
+        cls, settings: Mapping[str, float], *, heartbeat: float, idle_timeout: float | None
+    ) -> Reaping:
+        """From the gateway's published ``settings``; ``idle_timeout`` (the user's) wins,
+        else the published one, else 2 x the ``heartbeat`` its welcome advertised."""
+        published = "idle_timeout" in settings and "close_linger" in settings
+        return cls(
+            idle_timeout=idle_timeout or settings.get("idle_timeout") or 2 * heartbeat,
+            close_linger=settings.get("close_linger", DEFAULT_CLOSE_LINGER),
+            sweep_interval=settings.get("sweep_interval", LONGEST_SWEEP),
+            published=published,
+        )
+
+    @property
+    def seconds(self) -> float:
+        return self.idle_timeout + self.close_linger + 2 * self.sweep_interval
+
+    def describe(self) -> str:
+        source = "published by the gateway" if self.published else "assumed: not published"
+        return (
+            f"idle timeout {self.idle_timeout:g}s + close linger {self.close_linger:g}s"
+            f" + 2 sweeps of {self.sweep_interval:g}s, {source}"
+        )
 
 
 async def check_tcp(address: tuple[str, int], what: str) -> None:
@@ -112,6 +149,7 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
     watch = Watch(probe, display)
     notes: list[str] = []
     baseline = await watch.baseline()
+    published = await probe.settings()
     before = await probe.dump()
     accepted_before = await probe.counters("pushes")
     refused_before = await probe.counters("rejections")
@@ -125,7 +163,7 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
             progress = background.create_task(_show_progress(fleet, display, stop_sampling))
             await fleet.connect(specs, tcp=s.tcp, jwt_secret=s.jwt_secret)
             heartbeat = fleet.heartbeat or 25.0
-            idle_timeout = s.idle_timeout or 2 * heartbeat
+            reaping = Reaping.of(published, heartbeat=heartbeat, idle_timeout=s.idle_timeout)
             watch.enter("load", f"{s.rate:g} pushes/s for {s.duration:g}s")
             load_start = watch.now()
             await fleet.load()
@@ -151,14 +189,13 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
             vanished = [spec for spec in specs if spec.fault == "vanish"]
             if vanished:
                 last = max(spec.fault_at for spec in vanished)
-                reap_at = load_start + last + idle_timeout * (1 + REAP_SLACK)
-                wait = max(0.0, reap_at - watch.now())
+                wait = max(0.0, load_start + last + reaping.seconds - watch.now())
                 window = s.drain + wait
                 notes.append(
-                    f"{len(vanished)} vanished clients (silent, no FIN): the gateway must reap"
-                    f" them by its idle timeout ({idle_timeout:g}s after the last went silent,"
-                    f" at {load_start + last:.1f}s); drain window {s.drain:g}s"
-                    + (f" + {wait:.1f}s for that" if wait else "")
+                    f"{len(vanished)} vanished clients (silent, no FIN): the gateway must cut"
+                    f" them {reaping.seconds:g}s after the last went silent (at"
+                    f" {load_start + last:.1f}s): {reaping.describe()}; drain window"
+                    f" {s.drain:g}s" + (f" + {wait:.1f}s for that" if wait else "")
                 )
             watch.enter("drain", f"up to {window:.1f}s")
             settled_after, final = await watch.drain(baseline, window)
@@ -183,7 +220,14 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
             "admin": format_address(s.admin),
             "stack_url": probe.stack_url,
         },
-        settings={**s.describe(), "seed": seed, "processes": processes, "heartbeat": heartbeat},
+        settings={
+            **s.describe(),
+            "seed": seed,
+            "processes": processes,
+            "heartbeat": heartbeat,
+            "idle_timeout": reaping.idle_timeout,
+            "close_linger": reaping.close_linger,
+        },
         baseline=baseline,
         final=final,
         samples=watch.samples,

@@ -83,6 +83,20 @@ class Probe:
             return {}
         return {str(k): v for k, v in value.items() if isinstance(v, int | float)}
 
+    async def settings(self) -> dict[str, float]:
+        """The numeric ``settings`` of ``/debug/vars`` (a gateway's timeouts); empty for a
+        server that publishes none."""
+        if self.vars_url is None:
+            return {}
+        settings = (await self.vars_document()).get("settings") or {}
+        if not isinstance(settings, dict):
+            return {}
+        return {
+            str(k): float(v)
+            for k, v in settings.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+
     async def sample(self, t: float, phase: str) -> Sample:
         if self.vars_url is not None:
             return Sample.from_vars(t, phase, await self.vars_document())

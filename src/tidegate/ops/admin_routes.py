@@ -9,7 +9,8 @@
 ``GET /debug/tasks``       ``?debug=1`` (default): tasks and threads grouped by stack, with
                            counts; ``?debug=2``: every one in full (text/plain)
 ``GET /debug/vars``        JSON of the live figures: tasks, threads, connections, rss_bytes,
-                           open_fds, counters (the stats provider's), loop (watchdog)
+                           open_fds, counters (the stats provider's), loop (watchdog), and
+                           ``settings`` (what the app was configured with, for tools)
 ``GET /metrics``           Prometheus text exposition of ``registry``
 ``GET /healthz``           200 ``ok`` while the process serves HTTP
 ``GET /readyz``            200 ``ready`` / 503 ``not ready`` from the ``ready`` callable
@@ -65,6 +66,7 @@ class _Ops:
     max_profile_seconds: float
     profile_interval: float
     profiling: asyncio.Lock
+    settings: Mapping[str, float | str]
 
 
 _OPS: Final = web.AppKey("tidegate_ops", _Ops)
@@ -77,7 +79,10 @@ def _plain(value: float | Mapping[str, float]) -> float | dict[str, float]:
 
 
 def debug_vars(
-    stats: Stats, process: ProcessStats, watchdog: Watchdog | None = None
+    stats: Stats,
+    process: ProcessStats,
+    watchdog: Watchdog | None = None,
+    settings: Mapping[str, float | str] | None = None,
 ) -> dict[str, Any]:
     """The ``/debug/vars`` document. Process figures the stats provide win over measured ones
     (so a test, or a gateway running its loop elsewhere, can supply them)."""
@@ -93,6 +98,7 @@ def debug_vars(
         if key not in _PROCESS_KEYS and key != "connections"
     }
     out["loop"] = None if watchdog is None else watchdog.statistics()
+    out["settings"] = dict(settings or {})
     return out
 
 
@@ -110,7 +116,7 @@ async def _dashboard(request: web.Request) -> web.Response:
 
 async def _vars(request: web.Request) -> web.Response:
     ops = _ops(request)
-    document = debug_vars(ops.stats(), process_stats(), ops.watchdog)
+    document = debug_vars(ops.stats(), process_stats(), ops.watchdog, ops.settings)
     return web.json_response(document, dumps=lambda obj: json.dumps(obj, indent=1))
 
 
@@ -191,8 +197,11 @@ def add_ops_routes(
     ready: Ready | None = None,
     max_profile_seconds: float = 60.0,
     profile_interval: float = 0.005,
+    settings: Mapping[str, float | str] | None = None,
 ) -> None:
-    """Add the operator routes (see the module docstring) and, with ``admin_token``, the guard."""
+    """Add the operator routes (see the module docstring) and, with ``admin_token``, the guard.
+    ``settings`` go as they are into ``/debug/vars`` (a load test reads the gateway's
+    timeouts there)."""
     if admin_token is not None and not admin_token:
         raise ValueError("admin_token must not be empty (use None for no token)")
     app[_OPS] = _Ops(
@@ -203,6 +212,7 @@ def add_ops_routes(
         max_profile_seconds=max_profile_seconds,
         profile_interval=profile_interval,
         profiling=asyncio.Lock(),
+        settings=dict(settings or {}),
     )
     app.router.add_get("/", _dashboard)
     # /_count, /_stack, /debug/tasks: the same code any asyncio app mounts from the detector.
