@@ -249,13 +249,14 @@ def test_a_connection_lost_with_input_pending_cancels_its_next_slice() -> None:
     assert h.counters.disconnects == {"peer_eof": 1}
 
 
-def test_reading_stops_while_the_client_does_not_take_its_replies() -> None:
+def test_a_client_that_does_not_take_its_replies_is_still_read_and_its_eof_ends_it() -> None:
     h = harness(overflow="drop-newest")  # the transport pauses above 1000 bytes
     client, transport = h.connect()
     client.data_received(PING * 80)  # 1120 bytes of pongs, nobody reads them
-    assert transport.paused and not transport.reading
-    transport.drain()
-    assert not transport.paused and transport.reading
+    assert transport.paused and transport.reading
+    assert client.eof_received() is False
+    assert transport.aborted  # the backlog is not flushed to a reader that left
+    assert h.counters.disconnects == {"peer_eof": 1}
 
 
 def test_a_client_over_its_frame_budget_is_rate_limited_and_closed() -> None:

@@ -54,7 +54,9 @@ def test_fixed_twin_returns_to_its_baseline(
     document = json.loads(report.read_text())
     assert document["verdict"] == "NO LEAK" and document["grew"] == []
     assert document["requests"] == {"504": 24}
-    assert document["tasks"]["after"] <= document["tasks"]["before"] < document["tasks"]["peak"]
+    # The peak is a sample taken while requests were in flight, or not: a 2-core machine may
+    # answer between two samples. The verdict rests on before and after only.
+    assert document["tasks"]["after"] <= document["tasks"]["before"] <= document["tasks"]["peak"]
 
 
 def test_gateway_options_before_http_are_refused(capsys: pytest.CaptureFixture[str]) -> None:

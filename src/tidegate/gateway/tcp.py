@@ -155,9 +155,13 @@ class ClientProtocol(asyncio.Protocol):
             self._receive(b"")
 
     def _update_reading(self) -> None:
-        """Read while there is no input left to handle and the transport takes our writes;
-        always once closing, to discard what the peer still sends."""
-        paused = self._sendable and (self._input_turn is not None or self._paused)
+        """Read while there is no input left to handle; always once closing, to discard what
+        the peer still sends.
+
+        A client that does not take its replies is still read: its FIN or reset must end the
+        session at once (contract), and what it sends costs only frame budget and replies
+        that its bounded buffer takes or its overflow policy refuses."""
+        paused = self._sendable and self._input_turn is not None
         transport = self.transport
         if paused is self._reading_paused or transport is None or transport.is_closing():
             return
