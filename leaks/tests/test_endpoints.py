@@ -1,16 +1,20 @@
-"""The count and stack endpoints: the ASGI app driven by hand (no dependency), then mounted in
-a real Starlette app under uvicorn and in a real aiohttp app, over loopback sockets."""
+"""The count, stack and leaked-task endpoints: the ASGI app driven by hand (no dependency),
+then mounted in a real Starlette app under uvicorn and in a real aiohttp app, over loopback
+sockets."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tidegate import leaks
+from tidegate.leaks import _proven
 from tidegate.leaks.endpoints import ROUTES, aiohttp_app, asgi_app, refusal
 
 TOKEN = "s3cret-token"
@@ -64,6 +68,55 @@ async def parked_tasks(n: int) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+HELD: asyncio.Event | None = None
+
+
+async def await_a_private_future() -> None:
+    await asyncio.get_running_loop().create_future()  # only this task ever references it
+
+
+async def wait_on_the_global_event() -> None:
+    assert HELD is not None
+    await HELD.wait()
+
+
+@contextlib.asynccontextmanager
+async def seeded_leaks(n: int) -> AsyncIterator[None]:
+    """``n`` tasks proven blocked forever (``orphan-<i>``: each awaits a future only it
+    references) and one that is not (``held-by-a-global``: its event is a module global's).
+
+    Started in a ``check()`` scope, which holds the orphans' coroutines as the detector does
+    (else the collector could destroy them). The test keeps no reference to an orphan, not
+    even a weak one: whatever could hand the task back could cancel it, and it would not be
+    proven. They are found again by name, through the detector's records, and cancelled on
+    the way out, whatever happens.
+    """
+    global HELD
+    HELD = asyncio.Event()
+    async with leaks.check(timeout=TIMEOUT):
+        for i in range(n):
+            asyncio.create_task(await_a_private_future(), name=f"orphan-{i}")
+        held = asyncio.create_task(wait_on_the_global_event(), name="held-by-a-global")
+        for _ in range(3):  # each parks at its first await within a turn
+            await asyncio.sleep(0)
+        try:
+            yield
+        finally:
+            HELD.set()
+            HELD = None
+            orphans = [
+                leak for leak in leaks.find(threads=False) if leak.name.startswith("orphan-")
+            ]
+            await leaks.cancel_tasks(orphans, timeout=TIMEOUT)
+            await held
+
+
+def proof_line(answer: str) -> str:
+    """The line naming the proof an answer came from, without its age."""
+    line = next(line for line in answer.splitlines() if line.startswith("proof "))
+    return re.sub(r", [0-9.]+s ago", "", line)
 
 
 async def test_asgi_count_is_a_bare_integer() -> None:
@@ -134,7 +187,69 @@ def test_empty_token_is_a_usage_error() -> None:
 
 
 def test_route_table_is_the_documented_one() -> None:
-    assert set(ROUTES) == {"/_count", "/_stack", "/debug/tasks"}
+    assert set(ROUTES) == {"/_count", "/_stack", "/debug/tasks", "/debug/tasks/leaked"}
+
+
+async def test_asgi_leaked_lists_the_proven_tasks_only() -> None:
+    app = asgi_app()
+    async with seeded_leaks(3):
+        status, headers, body = await call_asgi(app, "/debug/tasks/leaked")
+        _, _, grouped = await call_asgi(app, "/debug/tasks")
+    answer = body.decode()
+    assert status == 200 and headers[b"content-type"] == b"text/plain; charset=utf-8"
+    assert answer.startswith("total: 3 tasks proven blocked forever\n")
+    # One group of three, as debug=1 groups them, with the line they wait on.
+    assert "\n3 tasks [Future, proven]:\n" in answer
+    assert "in await_a_private_future" in answer
+    assert "await asyncio.get_running_loop().create_future()" in answer
+    assert "created by seeded_leaks at " in answer
+    assert "wait_on_the_global_event" not in answer  # still reachable: only suspected
+    # /debug/tasks shows every task, with the verdicts the proof left (proven stays proven).
+    assert b"(3 proven blocked forever)" in grouped
+    assert b"wait_on_the_global_event" in grouped
+
+
+async def test_asgi_leaked_says_when_there_are_none() -> None:
+    async with parked_tasks(2):  # parked on a queue this test still holds: not proven
+        status, _, body = await call_asgi(asgi_app(), "/debug/tasks/leaked")
+    answer = body.decode()
+    assert status == 200
+    assert answer.startswith("total: 0 tasks proven blocked forever\nnone: ")
+    assert "stuck_getter" not in answer
+    assert re.search(r"^proof \d+: [0-9.]+ ms, [0-9.]+s ago, over \d+ tasks", answer, re.M)
+
+
+async def test_leaked_answers_share_one_proof_and_drop_what_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The clock stands still: every answer falls within the first proof's sharing period.
+    monkeypatch.setattr(_proven._CACHE, "clock", lambda: 1000.0)
+    app = asgi_app()
+    async with seeded_leaks(2):
+        answers = await asyncio.gather(*(call_asgi(app, "/debug/tasks/leaked") for _ in range(20)))
+        bodies = [body.decode() for _, _, body in answers]
+        assert len({proof_line(body) for body in bodies}) == 1  # twenty answers, one proof
+        assert all(body.startswith("total: 2 tasks proven") for body in bodies)
+    # Still within the sharing period: the same proof answers, less the tasks that ended.
+    _, _, body = await call_asgi(app, "/debug/tasks/leaked")
+    after = body.decode()
+    assert proof_line(after) == proof_line(bodies[0])
+    assert after.startswith("total: 0 tasks proven blocked forever\nnone: ")
+
+
+async def test_a_proof_is_shared_for_a_time_that_grows_with_its_cost() -> None:
+    assert _proven.reuse_seconds(0.0) == _proven.MIN_REUSE == 1.0
+    assert _proven.reuse_seconds(0.2) == pytest.approx(4.0)  # 5% of the loop at most
+    now = [100.0]
+    cache = _proven.ProofCache(clock=lambda: now[0])
+    assert cache.peek() is None
+    first = cache.latest()
+    assert cache.peek() is first and first.taken == 100.0
+    now[0] += first.reused_for - 0.001
+    assert cache.latest() is first
+    now[0] += 0.001
+    second = cache.latest()
+    assert second is not first and second.number > first.number and second.taken == now[0]
 
 
 async def http_get(port: int, path: str, **headers: str) -> tuple[int, str]:
@@ -177,7 +292,7 @@ async def test_mounted_in_a_real_starlette_app_under_uvicorn() -> None:
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        async with parked_tasks(4):
+        async with parked_tasks(4), seeded_leaks(2):
             assert await http_get(port, "/") == (200, "home")
             status, count = await http_get(port, "/ops/_count")
             assert status == 200 and count.isdigit() and int(count) >= 5
@@ -185,6 +300,10 @@ async def test_mounted_in_a_real_starlette_app_under_uvicorn() -> None:
             assert status == 200 and "\n4 tasks [" in grouped and "in stuck_getter" in grouped
             status, stack = await http_get(port, "/ops/_stack")
             assert status == 200 and "task getter-3 [" in stack
+            status, leaked = await http_get(port, "/ops/debug/tasks/leaked")
+            assert status == 200 and leaked.startswith("total: 2 tasks proven blocked forever")
+            assert "\n2 tasks [Future, proven]:" in leaked and "stuck_getter" not in leaked
+            assert "wait_on_the_global_event" not in leaked
     finally:
         server.should_exit = True
         await serving
@@ -206,7 +325,7 @@ async def test_aiohttp_sub_app_with_a_token() -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        async with parked_tasks(2):
+        async with parked_tasks(2), seeded_leaks(1):
             assert await http_get(port, "/") == (200, "home")  # the host app is untouched
             assert (await http_get(port, "/ops/_count"))[0] == 401
             auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -215,6 +334,11 @@ async def test_aiohttp_sub_app_with_a_token() -> None:
             status, grouped = await http_get(port, "/ops/debug/tasks", **auth)
             assert status == 200 and "\n2 tasks [" in grouped
             assert (await http_get(port, "/ops/debug/tasks?debug=9", **auth))[0] == 400
+            assert (await http_get(port, "/ops/debug/tasks/leaked"))[0] == 401
+            status, leaked = await http_get(port, "/ops/debug/tasks/leaked", **auth)
+            assert status == 200 and leaked.startswith("total: 1 task proven blocked forever")
+            assert "in await_a_private_future" in leaked and "stuck_getter" not in leaked
+            assert "wait_on_the_global_event" not in leaked
     finally:
         await runner.cleanup()
 

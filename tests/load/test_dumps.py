@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tidegate import leaks
 from tidegate.load.dumps import DumpError, Frame, grown, parse_dump
 
 DATA = Path(__file__).parent / "data"
@@ -149,6 +150,37 @@ def test_grown_merges_groups_that_differ_only_in_state() -> None:
     (growth,) = grown(before, after)
     assert (growth.before, growth.after) == (2, 4)
     assert grown(after, before) == []
+
+
+def proven_record(n: int) -> leaks.Leak:
+    frame = leaks.Frame("/app/worker.py", 60, "broadcast_worker", "app.worker")
+    return leaks.Leak(
+        kind="task",
+        name=f"worker-{n}",
+        ident=n,
+        state="pending",
+        frames=(frame,),
+        created_at="handle at /app/handler.py:49",
+        blocked_on="asyncio.Event.wait",
+        blocked_for=2.0,
+        verdict="proven",
+    )
+
+
+def test_dumps_written_after_a_proof_parse() -> None:
+    """The detector's own writers: a grouped dump whose totals count proven tasks, and the
+    answer of /debug/tasks/leaked, whose first block says what the proof cost."""
+    records = [proven_record(n) for n in range(3)]
+    grouped = parse_dump(leaks.format_grouped(records))
+    assert grouped.format == "tidegate-1" and grouped.total("task") == 3
+    (group,) = grouped.groups
+    assert group.state == "asyncio.Event.wait, proven" and group.count == 3
+    assert group.created_by == "handle at /app/handler.py:49"
+    assert leaks.format_grouped(records).startswith(
+        "total: 3 tasks (3 proven blocked forever), 0 threads\n"
+    )
+    for line in ("total: 1 task proven blocked forever", "total: 0 tasks proven blocked forever"):
+        assert parse_dump(line + "\nproof 1: 0.4 ms, 0.0s ago\n").groups == ()
 
 
 @pytest.mark.parametrize(

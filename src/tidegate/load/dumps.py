@@ -149,7 +149,12 @@ def _fold(groups: Iterable[Group]) -> tuple[Group, ...]:
 
 # -- tidegate --------------------------------------------------------------------------------
 
-_OUR_TOTAL: Final = re.compile(r"^total: \d+ tasks?, \d+ threads?$")
+# "total: 45 tasks, 3 threads", "total: 45 tasks (40 proven blocked forever), 3 threads" (a
+# proof has run), or "total: 40 tasks proven blocked forever" (``/debug/tasks/leaked``).
+_OUR_TOTAL: Final = re.compile(
+    r"^total: \d+ tasks?(?: \(\d+ proven blocked forever\))?"
+    r"(?:, \d+ threads?| proven blocked forever)$"
+)
 _OUR_GROUP: Final = re.compile(r"^(\d+) (task|thread)s? \[(.*)\]:$")
 _OUR_ENTRY: Final = re.compile(r"^(task|thread) (.*) \[(.*)\]:$")
 _OUR_FRAME: Final = re.compile(r"^  (\S.*?:\d+) in (.+)$")

@@ -33,6 +33,7 @@ from ._filters import (
     parse_ignore,
 )
 from ._proof import explain
+from ._proven import ProvenLeaks, format_proven, proven_leaks
 from ._records import Frame, Leak, Verdict
 from ._report import format_dump, format_grouped, format_leak
 from ._signals import dump, install_signal_dump
@@ -48,6 +49,7 @@ __all__ = [
     "LeakWarning",
     "LoopBlock",
     "LoopBlockedError",
+    "ProvenLeaks",
     "Verdict",
     "Watchdog",
     "cancel_tasks",
@@ -59,6 +61,7 @@ __all__ = [
     "format_dump",
     "format_grouped",
     "format_leak",
+    "format_proven",
     "ignore_any_function",
     "ignore_created_by",
     "ignore_current",
@@ -67,6 +70,7 @@ __all__ = [
     "install_signal_dump",
     "open_watchdog",
     "parse_ignore",
+    "proven_leaks",
     "snapshot",
     "track",
     "untrack",

@@ -71,8 +71,9 @@ def _tags(leak: Leak) -> str:
     return what if leak.verdict is None else f"{what}, {leak.verdict}"
 
 
-def format_grouped(leaks: Iterable[Leak]) -> str:
-    """Identical stacks folded into one entry with a count, like pprof's debug=1."""
+def format_groups(leaks: Iterable[Leak]) -> tuple[Counter[str], list[str]]:
+    """Identical stacks folded into one entry with a count, biggest group first, like
+    pprof's debug=1: how many of each kind (and proven) there were, and the lines."""
     groups: Counter[tuple[object, ...]] = Counter()
     sample: dict[tuple[object, ...], Leak] = {}
     kinds: Counter[str] = Counter()
@@ -83,8 +84,7 @@ def format_grouped(leaks: Iterable[Leak]) -> str:
         kinds[leak.kind] += 1
         if leak.verdict == "proven":
             kinds["proven"] += 1
-    proven = f" ({kinds['proven']} proven blocked forever)" if kinds["proven"] else ""
-    out = [f"total: {kinds['task']} tasks{proven}, {kinds['thread']} threads"]
+    out: list[str] = []
     for key, count in groups.most_common():
         leak = sample[key]
         plural = "s" if count != 1 else ""
@@ -94,4 +94,12 @@ def format_grouped(leaks: Iterable[Leak]) -> str:
         created = _created_line(leak)
         if created:
             out.append(created)
+    return kinds, out
+
+
+def format_grouped(leaks: Iterable[Leak]) -> str:
+    """Every task and thread, grouped (``format_groups``) under a line of totals."""
+    kinds, groups = format_groups(leaks)
+    proven = f" ({kinds['proven']} proven blocked forever)" if kinds["proven"] else ""
+    out = [f"total: {kinds['task']} tasks{proven}, {kinds['thread']} threads", *groups]
     return "\n".join(out) + "\n"

@@ -5,6 +5,8 @@
 ``GET /_stack``            every task and thread in full, like Go's ``debug=2`` dump
 ``GET /debug/tasks``       ``?debug=1`` (default): grouped by identical stack, with counts,
                            like pprof's ``debug=1``; ``?debug=2``: the same as ``/_stack``
+``GET /debug/tasks/``      the tasks a proof of leak finds blocked forever now, no baseline
+``leaked``                 needed, grouped like ``debug=1``; "none" when there are none
 =========================  ===============================================================
 
 All answer ``text/plain``. Mount them in Starlette or FastAPI (any ASGI framework)::
@@ -25,6 +27,11 @@ unless a bearer token is configured (``asgi_app(token=...)``): then they answer 
 ``Authorization: Bearer <token>``, from anywhere, and nobody else. Behind a reverse proxy on
 the same host every request looks like loopback: configure a token there.
 
+``/debug/tasks/leaked`` costs a proof, which holds the loop for a few milliseconds (up to a
+few hundred with 10k idle tasks): one runs at a time, and its answer is shared by every request
+for at least a second, longer after a slow proof (``_proven.reuse_seconds``), so no rate of
+requests makes it cost more than 5% of the loop's time.
+
 The routes live in one table, ``ROUTES`` (path -> endpoint); an endpoint is a plain function
 from the query to a ``Reply``, run on the serving loop, so each framework adapter is a few
 lines and a new route is one entry. The gateway's admin serves the same table through
@@ -42,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 from ._detector import snapshot
+from ._proven import format_proven, proven_leaks
 from ._report import format_dump, format_grouped
 
 if TYPE_CHECKING:
@@ -88,10 +96,15 @@ def tasks(query: Mapping[str, str]) -> Reply:
     return Reply(200, format_grouped(records) if level == "1" else format_dump(records))
 
 
+def leaked(query: Mapping[str, str]) -> Reply:
+    return Reply(200, format_proven(proven_leaks()))
+
+
 ROUTES: Final[Mapping[str, Endpoint]] = {
     "/_count": count,
     "/_stack": stack,
     "/debug/tasks": tasks,
+    "/debug/tasks/leaked": leaked,
 }
 
 
