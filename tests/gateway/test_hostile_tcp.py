@@ -102,9 +102,10 @@ async def test_a_join_storm_is_cut_by_the_budget_and_the_others_are_served() -> 
 
 
 async def test_a_burst_from_a_client_that_never_reads_stays_bounded() -> None:
-    # The client writes 20 MiB of pings and never reads a pong. The gateway stops reading it
-    # once its replies fill the transport (instead of building all 1.5M of them), holds no
-    # more than its buffer bound, and cuts it when nothing drains for write_timeout.
+    # The client writes 20 MiB of pings and never reads a pong. The gateway keeps reading it
+    # (so that its end of stream would be seen at once), but its replies go to its bounded
+    # buffer like any frame: it holds no more than buffer_bytes for it, and cuts it when
+    # nothing drains for write_timeout.
     async with open_gateway(config(**UNBUDGETED, write_timeout=0.5 * UNIT)) as gw:
         assert gw.tcp_address is not None
         # A 64 KiB stream limit: asyncio stops reading the socket at 128 KiB unread.
