@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from pathlib import Path
 
 import jwt
 import pytest
 
 from tidegate.gateway import open_gateway
+from tidegate.tokens import TokenRefusal
 
 from .helpers import Client, config, wait_until
 
@@ -116,6 +119,10 @@ async def test_welcome_advertises_heartbeat() -> None:
             "bad_signature",
         ),
         ({"op": "hello", "token": token(rooms="lobby")}, "bad_claim"),
+        (
+            {"op": "hello", "token": jwt.encode({"sub": "a", "exp": 2**40}, None, "none")},
+            "bad_algorithm",
+        ),
     ],
 )
 async def test_auth_failed(hello: dict[str, object], refusal: str) -> None:
@@ -127,6 +134,30 @@ async def test_auth_failed(hello: dict[str, object], refusal: str) -> None:
         frame = await client.expect_error_and_close("auth_failed")
         assert frame["reason"].startswith(f"{refusal}: "), frame
         assert gw.statistics().auth_failures == {refusal: 1}
+
+
+OPERATING_MD = Path(__file__).parents[2] / "docs" / "operating.md"
+
+
+async def test_the_auth_refusals_sent_are_the_ones_docs_operating_md_shows() -> None:
+    # Issue 13: the refusal detail sent to clients and the operator's guide disagreed. The
+    # guide's "Client tokens" names every counter label and quotes two reasons as sent.
+    section = OPERATING_MD.read_text().split("### Client tokens", 1)[1].split("\n## ", 1)[0]
+    section = " ".join(section.split())
+    labels = re.search(r"`tidegate_auth_failures_total` \((.*?)\)", section)
+    assert labels is not None, section
+    documented = set(re.findall(r"`(\w+)`", labels.group(1)))
+    assert documented == {refusal.value for refusal in TokenRefusal} | {"missing_token"}
+    async with open_gateway(config(jwt_secret=JWT_SECRET)) as gw:
+        for hello in (
+            {"op": "hello", "token": token(exp=int(time.time()) - 10)},
+            {"op": "hello", "user": "alice"},
+        ):
+            client = await Client.connect(gw.tcp_address)
+            await client.send(hello)
+            reason = (await client.expect_error_and_close("auth_failed"))["reason"]
+            assert f"`{reason}`" in section or f"`` {reason} ``" in section, reason
+        assert gw.statistics().auth_failures == {"expired": 1, "missing_token": 1}
 
 
 async def test_a_connection_ends_when_its_token_expires() -> None:

@@ -109,6 +109,7 @@ async def test_batch_gives_a_result_per_item_in_order() -> None:
         (b'{"to":7,"data":1}', "bad_body"),
         (b'{"to":"all","data":1,"id":5}', "bad_body"),
         (b'{"to":"all","data":1,"id":""}', "bad_body"),
+        (b'{"to":"all","data":1,"id":"' + b"x" * 129 + b'"}', "bad_id"),  # contract v1.1
         (b'{"to":"all","data":1,"ts":"noon"}', "bad_body"),
         (b'{"to":"user:","data":1}', "bad_target"),
         (b'{"to":"everyone","data":1}', "bad_target"),

@@ -139,6 +139,52 @@ def _now() -> int:
     return int(time.time())
 
 
+# `tidegate serve` with a handler that outlives the shutdown, as an aiohttp handler still
+# reading a refused upload did (issue 13): the gateway's close() leaves one task behind.
+LEAVES_A_TASK = """
+import asyncio, sys
+from tidegate import cli
+from tidegate.gateway import Gateway
+
+strays = []
+close = Gateway.close
+
+async def close_and_leave_a_task(self):
+    strays.append(asyncio.create_task(asyncio.Event().wait(), name="stray-handler"))
+    await close(self)
+
+Gateway.close = close_and_leave_a_task
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+async def test_serve_exits_3_when_a_task_outlives_the_shutdown() -> None:
+    # It used to print `stopped (1 leftovers)` and exit 0: a supervisor saw a clean stop.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LEAVES_A_TASK,
+        "serve",
+        *("--tcp", "127.0.0.1:0", "--udp", "off", "--admin", "off", "--http", "off"),
+        env={k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
+        assert b"tcp listening on" in line, line
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        assert proc.returncode == 3, (out, err)
+        assert b"stopped (1 leftovers)" in out, out
+        assert b"leftovers after shutdown" in err and b"stray-handler" in err, err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def test_serve_refuses_unsigned_udp_beyond_loopback() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
