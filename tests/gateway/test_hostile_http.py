@@ -161,6 +161,21 @@ async def test_a_small_body_that_decodes_past_max_body_is_413() -> None:
         await http.close()
 
 
+async def test_a_body_that_decodes_to_over_1024_times_its_size_is_413() -> None:
+    # 8 MiB of zeros as ~8 KB of gzip (1026 to 1): under a max_body of 16 MiB, refused by the
+    # ratio bound alone. (Deflate cannot pass ~1032 to 1, so this bound stops only the most
+    # perfect bombs; max_body is the one that stops the others.)
+    payload = bomb(8 * MIB)
+    async with gateway(max_body=16 * MIB) as gw:
+        http = await Http.open(gw.http_address)
+        http.post_head(len(payload), Content_Encoding="gzip", Authorization=f"Bearer {API_KEY}")
+        await http.send_body(payload)
+        status, body = await http.response()
+        assert status == 413 and b"decodes to more than 1024 times its size" in body, body
+        await http.close()
+        assert gw.statistics().rejections == {"too_large": 1}
+
+
 @pytest.mark.parametrize("encoding", ["br", "zstd", "compress", "gzip, gzip", "gzip, br"])
 async def test_other_content_encodings_are_415_without_a_traceback(
     encoding: str, caplog: pytest.LogCaptureFixture
@@ -277,16 +292,18 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.parametrize("port", ["http", "admin"])
 async def test_malformed_requests_log_one_line_not_a_traceback_each(
-    caplog: pytest.LogCaptureFixture,
+    port: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with gateway() as gw:
+        address = gw.http_address if port == "http" else gw.admin_address
         for _ in range(4):
             for raw in MALFORMED:
-                http = await Http.open(gw.http_address)
+                http = await Http.open(address)
                 http.writer.write(raw)
                 status, _ = await http.response()
                 assert status == 400
