@@ -77,7 +77,7 @@ async def main_async(conns: int, messages: int, batch: int, repeat: int) -> dict
             for mode in MODES:
                 flags = ("--broker", nats.url) if mode == "one+nats" else ()
                 workers = 2 if mode == "workers2" else 1
-                async with serve(*flags, workers=workers) as node:
+                async with serve(*flags, conns=conns, workers=workers) as node:
                     if mode == "one+nats":
                         node.pids.append(nats.pid or 0)
                     await pool.connect(node.addresses["tcp"], conns)

@@ -63,15 +63,19 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def serve(*flags: str, workers: int = 1) -> AsyncIterator[Node]:
-    """`tidegate serve` on free loopback ports; stopped (SIGTERM, then SIGKILL) by its pids."""
+async def serve(*flags: str, conns: int, workers: int = 1) -> AsyncIterator[Node]:
+    """`tidegate serve` on free loopback ports for `conns` client connections; stopped
+    (SIGTERM, then SIGKILL) by its pids.
+
+    `--max-conns` is sized to the run: serve checks it against the open-file limit at startup
+    and refuses one that the limit cannot hold."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tidegate",
         "serve",
         *("--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"),
-        *("--admin", "127.0.0.1:0", "--max-conns", "60000", "--heartbeat", "600"),
+        *("--admin", "127.0.0.1:0", "--max-conns", str(conns + 64), "--heartbeat", "600"),
         *("--handshake-timeout", "120", "--workers", str(workers), "--log-level", "WARNING"),
         *flags,
         stdout=asyncio.subprocess.PIPE,

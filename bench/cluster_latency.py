@@ -80,7 +80,10 @@ async def run(conns: int, rate: float, seconds: float) -> dict[str, Any]:
     nats = NatsServer().start()
     pool = Pool(2)
     try:
-        async with serve("--broker", nats.url) as a, serve("--broker", nats.url) as b:
+        async with (
+            serve("--broker", nats.url, conns=0) as a,
+            serve("--broker", nats.url, conns=conns) as b,
+        ):
             assert nats.pid is not None
             nats_before = rss_bytes(nats.pid)
             await pool.connect(b.addresses["tcp"], conns)

@@ -9,7 +9,9 @@ low-water mark; between `max_conns` and high water, clients still get `too_many_
 above it they wait in the kernel backlog.
 
 Timers: the sweeper is one `call_later` chain, started by `start_sweeping` and cancelled by
-`stop_sweeping`; `close_all` waits on one future that the last `forget` resolves. No task.
+`stop_sweeping`; each sweep checks `SWEEP_SLICE` connections per loop turn, so that 10k
+connections never hold the loop for one long stretch (pushes wait behind a slice, not behind
+the whole set). `close_all` waits on one future that the last `forget` resolves. No task.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from tidegate.protocol import ErrorCode
 __all__ = ["Census", "ConnectionSet", "sweep_interval"]
 
 CallLater = Callable[[float, Callable[[], None]], asyncio.TimerHandle]
+
+# Connections checked per loop turn by a sweep: ~0.3 ms of Python at ~0.6 us each. A whole
+# 10k-connection sweep in one callback held the loop ~6 ms, twice a second: the p99 of every
+# push that arrived behind it.
+SWEEP_SLICE = 512
 
 
 def sweep_interval(shortest_timeout: float) -> float:
@@ -63,6 +70,7 @@ class ConnectionSet:
         self.sweep_interval = sweep_interval(shortest_timeout)
         self._call_later: CallLater | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
+        self._unswept: list[Client] = []  # the sweep under way: connections not checked yet
         self._all_gone: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
@@ -111,20 +119,29 @@ class ConnectionSet:
 
     def stop_sweeping(self) -> None:
         self._call_later = None
+        self._unswept = []
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
 
     def _sweep(self) -> None:
+        self._unswept = [*self.live, *self.closing]
+        self._sweep_slice()
+
+    def _sweep_slice(self) -> None:
+        unswept = self._unswept
         try:
             now = self._clock()
-            for client in list(self.live):
-                client.sweep(now)
-            for client in list(self.closing):
-                client.sweep(now)
+            for _ in range(min(SWEEP_SLICE, len(unswept))):
+                client = unswept.pop()
+                if client in self.live or client in self.closing:  # not gone since the start
+                    client.sweep(now)
         finally:
             if self._call_later is not None:
-                self._sweep_handle = self._call_later(self.sweep_interval, self._sweep)
+                if unswept:
+                    self._sweep_handle = self._call_later(0, self._sweep_slice)
+                else:
+                    self._sweep_handle = self._call_later(self.sweep_interval, self._sweep)
 
     # -- the shutdown --------------------------------------------------------------------------
 
