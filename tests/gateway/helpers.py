@@ -18,6 +18,7 @@ import aiohttp
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
+from tidegate import leaks
 from tidegate.gateway import Config, Gateway
 
 UNIT = float(os.environ.get("TIDEGATE_TEST_UNIT", "1.0"))
@@ -193,3 +194,27 @@ def loop_lag_over(gw: Gateway, bound: float) -> int:
                 total = sample.value
     within = next(count for upper, count in sorted(buckets) if upper >= bound)
     return int(total - within)
+
+
+async def await_a_private_future() -> None:
+    await asyncio.get_running_loop().create_future()  # only this task ever references it
+
+
+@contextlib.asynccontextmanager
+async def seeded_leaks(n: int) -> AsyncIterator[None]:
+    """``n`` tasks proven blocked forever (``orphan-<i>``, each awaiting a future only it
+    references), in a ``check()`` scope that holds their coroutines as the detector does (so
+    the collector cannot destroy them meanwhile). No reference to them is kept here, not even
+    a weak one (whatever can hand a task back can cancel it: it would not be proven); they
+    are found by name through the detector's records and cancelled on the way out."""
+    async with leaks.check(timeout=TIMEOUT):
+        for i in range(n):
+            # Unowned on purpose: that is the leak.
+            asyncio.create_task(await_a_private_future(), name=f"orphan-{i}")  # noqa: RUF006
+        await asyncio.sleep(0)  # each parks at its await
+        try:
+            yield
+        finally:
+            found = leaks.find(threads=False)
+            orphans = [leak for leak in found if leak.name.startswith("orphan-")]
+            await leaks.cancel_tasks(orphans, timeout=TIMEOUT)

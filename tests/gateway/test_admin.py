@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
+import pytest
+
 from tidegate.gateway import Gateway, open_gateway
+from tidegate.leaks import _proven
 from tidegate.protocol import sign
 from tidegate.tokens import make_token
 
-from .helpers import Client, Samples, UdpSender, config, http_session, metric, parse_samples, url
+from .helpers import (
+    Client,
+    Samples,
+    UdpSender,
+    config,
+    http_session,
+    metric,
+    parse_samples,
+    seeded_leaks,
+    url,
+)
 
 JWT_SECRET = "admin-tests-jwt-secret-0123456789abcdef"
 ADMIN_TOKEN = "admin-tests-token"
@@ -186,3 +200,39 @@ async def test_vars_carry_the_settings_a_load_test_needs() -> None:
         "buffer_bytes": 4096,
         "overflow": "drop-oldest",
     }
+
+
+def proof_number(answer: str) -> int:
+    match = re.search(r"^proof (\d+): ", answer, re.M)
+    assert match is not None, answer
+    return int(match[1])
+
+
+async def test_leaked_tasks_on_the_running_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's "done when": a running gateway with a seeded leak lists it at
+    /debug/tasks/leaked, behind the admin token, and counts it in /metrics from the same
+    proof; the gateway's own tasks (listeners, watchdog, sweeper) are not listed."""
+    # The clock stands still: every look below falls within the first proof's sharing period.
+    monkeypatch.setattr(_proven._CACHE, "clock", lambda: 1000.0)
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with open_gateway(admin_config(admin_token=ADMIN_TOKEN)) as gw, seeded_leaks(3):
+        refused, _ = await get(gw, "/debug/tasks/leaked")
+        status, answer = await get(gw, "/debug/tasks/leaked", **auth)
+        status_metrics, text = await get(gw, "/metrics", **auth)
+        _, again = await get(gw, "/debug/tasks/leaked", **auth)
+    assert refused == 401
+    assert status == 200 and answer.startswith("total: 3 tasks proven blocked forever\n")
+    assert "\n3 tasks [Future, proven]:\n" in answer and "in await_a_private_future" in answer
+    assert "Watchdog" not in answer and "tidegate/gateway" not in answer
+    samples = parse_samples(text)
+    assert status_metrics == 200 and metric(samples, "tidegate_leaked_tasks") == 3
+    assert metric(samples, "tidegate_leak_proof_duration_seconds") > 0
+    assert proof_number(again) == proof_number(answer)  # the scrape took no proof of its own
+
+
+async def test_no_leak_on_a_clean_gateway() -> None:
+    async with open_gateway(admin_config()) as gw:
+        status, answer = await get(gw, "/debug/tasks/leaked")
+        samples = await scrape(gw)
+    assert status == 200 and answer.startswith("total: 0 tasks proven blocked forever\nnone: ")
+    assert samples[("tidegate_leaked_tasks", ())] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 
 from prometheus_client.exposition import generate_latest
@@ -207,3 +208,45 @@ def test_adapts_the_gateway_statistics_snapshot() -> None:
     assert value(samples, "tidegate_kernel_send_queue_bytes") == 4096
     assert value(samples, "tidegate_replay_cache_bytes") == 300
     assert "tidegate_udp_receive_drops" not in samples  # unknown: left out
+
+
+def documented_names(metrics: OpsMetrics) -> set[str]:
+    """What the exposition calls each metric the registry declares: counters with
+    ``_total``, as the docs name them."""
+    families = [
+        *metrics.collector.describe(),
+        *metrics.push_latency.describe(),
+        *metrics.loop_lag.describe(),
+    ]
+    return {f"{f.name}_total" if f.type == "counter" else f.name for f in families}
+
+
+def test_every_metric_is_in_the_docs() -> None:
+    """docs/operating.md's metrics table names every metric declared here; the broker's,
+    there as ``tidegate_broker_*``, are each named in docs/scaling.md."""
+    root = Path(__file__).parents[2]
+    operating = (root / "docs/operating.md").read_text()
+    scaling = (root / "docs/scaling.md").read_text()
+    names = documented_names(OpsMetrics(FakeStats()))
+    assert "tidegate_leaked_tasks" in names
+    missing = {
+        name
+        for name in names
+        if f"`{name}`" not in (scaling if name.startswith("tidegate_broker_") else operating)
+    }
+    assert not missing, f"metrics missing from the docs' tables: {sorted(missing)}"
+
+
+async def test_proven_leaks_are_counted_on_the_loop_that_scrapes() -> None:
+    metrics = OpsMetrics(FakeStats())
+    samples = scrape(metrics)
+    assert value(samples, "tidegate_leaked_tasks") == 0
+    assert value(samples, "tidegate_leak_proof_duration_seconds") >= 0
+    # The supervisor's registry has no gateway loop to prove: no proof, no such metrics.
+    quiet = OpsMetrics(FakeStats(), prove_leaks=False)
+    assert "tidegate_leaked_tasks" not in documented_names(quiet)
+    assert "tidegate_leaked_tasks" not in scrape(quiet)
+
+
+def test_no_proof_outside_a_loop() -> None:
+    assert "tidegate_leaked_tasks" not in scrape(OpsMetrics(FakeStats()))

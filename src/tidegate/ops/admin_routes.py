@@ -8,6 +8,8 @@
 ``GET /_stack``            every task and thread, Go debug=2 style (text/plain)
 ``GET /debug/tasks``       ``?debug=1`` (default): tasks and threads grouped by stack, with
                            counts; ``?debug=2``: every one in full (text/plain)
+``GET /debug/tasks/``      the tasks a proof of leak finds blocked forever now, grouped like
+``leaked``                 ``debug=1`` (text/plain); one proof shared for at least a second
 ``GET /debug/vars``        JSON of the live figures: tasks, threads, connections, rss_bytes,
                            open_fds, counters (the stats provider's), loop (watchdog), and
                            ``settings`` (what the app was configured with, for tools)
@@ -215,7 +217,8 @@ def add_ops_routes(
         settings=dict(settings or {}),
     )
     app.router.add_get("/", _dashboard)
-    # /_count, /_stack, /debug/tasks: the same code any asyncio app mounts from the detector.
+    # /_count, /_stack, /debug/tasks, /debug/tasks/leaked: the same code any asyncio app
+    # mounts from the detector.
     add_aiohttp_routes(app)
     app.router.add_get("/debug/vars", _vars)
     app.router.add_get("/metrics", _metrics)

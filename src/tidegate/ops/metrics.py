@@ -46,6 +46,14 @@ open_fds            number      tidegate_open_fds (default: measured)           
 rss_bytes           number      tidegate_resident_memory_bytes (default: measured)  gauge
 ==================  ==========  ==================================================  ===========
 
+Two figures come from the proof of leak, not from the provider: ``tidegate_leaked_tasks``
+(tasks proven blocked forever) and ``tidegate_leak_proof_duration_seconds`` (how long that
+proof held the loop), from ``tidegate.leaks.proven_leaks()``. A scrape takes a new proof only
+when the latest is older than its sharing period (at least 1 s, 20x its duration), the one
+``/debug/tasks/leaked`` answers from: scrapes cost the loop under 5% at any rate, and the
+metric and the endpoint agree. Only on the loop serving the scrape (``prove_leaks=False``
+leaves them out: the ``--workers`` supervisor, which has no gateway loop of its own).
+
 ``stats_from_snapshot(gateway.statistics())`` adapts the gateway's frozen statistics dataclass;
 a nested one (the broker's figures, in cluster mode) becomes keys with its field's name as a
 prefix (``broker_up``), so the ``tidegate_broker_*`` metrics exist only with a broker.
@@ -72,6 +80,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from tidegate import leaks
 
 __all__ = [
     "LAG_BUCKETS",
@@ -230,6 +240,18 @@ _LABELLED: Final = {
         "header_timeout, malformed.",
     ),
 }
+# key -> (metric name, help), from the proof of leak (see the module docstring).
+_PROOF: Final = {
+    "leaked_tasks": (
+        "tidegate_leaked_tasks",
+        "Tasks proven blocked forever by the latest proof of leak (GET /debug/tasks/leaked "
+        "lists them); taken at most every max(1 s, 20x its duration).",
+    ),
+    "seconds": (
+        "tidegate_leak_proof_duration_seconds",
+        "How long the latest proof of leak held the event loop.",
+    ),
+}
 _PROCESS: Final = {
     "tasks": ("tidegate_tasks", "Live asyncio tasks in the gateway's event loop."),
     "threads": ("tidegate_threads", "Live Python threads in the process."),
@@ -331,14 +353,20 @@ class GatewayCollector(Collector):
     """A custom collector: calls ``stats()`` once per scrape; see the module docstring."""
 
     def __init__(
-        self, stats: StatsProvider, *, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        stats: StatsProvider,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        prove_leaks: bool = True,
     ) -> None:
         self._stats = stats
         self._loop = loop
+        self._prove_leaks = prove_leaks
 
     def describe(self) -> Iterator[Metric]:
         # Lets the registry check names at registration without calling the provider.
-        for name, doc in (*_GAUGES.values(), *_PROCESS.values()):
+        proof = _PROOF.values() if self._prove_leaks else ()
+        for name, doc in (*_GAUGES.values(), *_PROCESS.values(), *proof):
             yield GaugeMetricFamily(name, doc)
         for name, doc in _COUNTERS.values():
             yield CounterMetricFamily(name, doc)
@@ -371,6 +399,20 @@ class GatewayCollector(Collector):
                 value = None if raw is None else float(raw)
             if value is not None:
                 yield GaugeMetricFamily(name, doc, value=value)
+        if self._prove_leaks:
+            yield from _proof_figures()
+
+
+def _proof_figures() -> Iterator[Metric]:
+    """The proof-of-leak gauges, on the loop serving the scrape (none outside one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    proof = leaks.proven_leaks()
+    for key, value in (("leaked_tasks", proof.count), ("seconds", proof.seconds)):
+        name, doc = _PROOF[key]
+        yield GaugeMetricFamily(name, doc, value=float(value))
 
 
 class LoopHistogram(Collector):
@@ -415,11 +457,15 @@ class OpsMetrics:
     """
 
     def __init__(
-        self, stats: StatsProvider, *, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        stats: StatsProvider,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        prove_leaks: bool = True,
     ) -> None:
         self.stats = stats
         self.registry = CollectorRegistry(auto_describe=True)
-        self.collector = GatewayCollector(stats, loop=loop)
+        self.collector = GatewayCollector(stats, loop=loop, prove_leaks=prove_leaks)
         self.registry.register(self.collector)
         self.push_latency = LoopHistogram(
             "tidegate_push_write_latency_seconds",
