@@ -1,5 +1,6 @@
-"""Servers under load, as their users start them: `tidegate serve` and the leaky example, each
-a process of its own on free loopback ports, stopped (and waited for) on exit."""
+"""Servers under load, as their users start them: `tidegate serve`, the leaky example and a
+gateway with tasks seeded blocked forever, each a process of its own on free loopback ports,
+stopped (and waited for) on exit."""
 
 from __future__ import annotations
 
@@ -65,3 +66,7 @@ def leaky_gateway(*options: str) -> contextlib.AbstractContextManager[dict[str, 
 
 def leaky_http_service(*options: str) -> contextlib.AbstractContextManager[dict[str, str]]:
     return running("-m", "examples.leaky_http_service", "--port", "0", *options, last="http")
+
+
+def seeded_gateway(*options: str) -> contextlib.AbstractContextManager[dict[str, str]]:
+    return running("-m", "tests.load.seeded_gateway", *options)

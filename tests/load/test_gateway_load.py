@@ -24,7 +24,7 @@ from tidegate.load.gateway_load import GatewayLoad, Reaping
 from tidegate.load.pushers import HTTP_IN_FLIGHT
 from tidegate.load.verdict import Report
 
-from .servers import leaky_gateway, serve
+from .servers import leaky_gateway, seeded_gateway, serve
 
 SECRET, API_KEY, JWT_SECRET, ADMIN_TOKEN = "udp-secret", "push-key", "j" * 32, "admin-token"
 
@@ -101,6 +101,40 @@ def test_leak_against_the_leaky_example(tmp_path: Path, capsys: pytest.CaptureFi
     assert "LEAK: still above the baseline" in out
     assert "in broadcast_worker" in out and "await done.send(outcome)" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The leaked workers are held by the example's registry of detached tasks (a module
+    # global that could still cancel them): the count diff sees them, the proof cannot.
+    assert document["proven"]["after"] == 0 and document["proven"]["groups"] == []
+    assert "proven blocked forever (/debug/tasks/leaked, no baseline needed): 0 tasks" in out
+
+
+@pytest.mark.timeout(120)
+def test_proven_leaks_are_reported_beside_the_count_diff(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tasks blocked forever since before the baseline: invisible to the count diff (NO
+    LEAK), listed by the proof with their stack, before and after the load."""
+    report = tmp_path / "r.json"
+    with seeded_gateway("--heartbeat", "1", "--orphans", "3") as gw:
+        options = "--clients 10 --rate 20 --duration 1 --mix user=1,all=1 --drain 1"
+        status = load(gw, f"{options} --json", report)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    document = json.loads(report.read_text())
+    assert document["verdict"] == "NO LEAK" and document["grew"] == []
+    proven = document["proven"]
+    assert (proven["before"], proven["after"]) == (3, 3)
+    assert proven["proof"].startswith("proof ")
+    (group,) = proven["groups"]
+    assert (group["kind"], group["count"], group["state"]) == ("task", 3, "Future, proven")
+    assert group["stack"][0].endswith("in await_a_private_future")
+    assert "tests/load/seeded_gateway.py:" in group["stack"][0]
+    assert group["created_by"].startswith("serve at ")
+    assert document["target"]["leaked_url"].endswith("/debug/tasks/leaked")
+    assert (
+        "proven blocked forever (/debug/tasks/leaked, no baseline needed): 3 tasks"
+        " (3 before the load)" in out
+    )
+    assert "3 tasks [Future, proven]" in out and "in await_a_private_future" in out
 
 
 @pytest.mark.timeout(60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from tidegate.load.dumps import grown, parse_dump
+from tidegate.load.dumps import grown, parse_dump, parse_proven
 from tidegate.load.stats import Tally
 from tidegate.load.verdict import Report, Sample, above_baseline, backoff_delays, format_summary
 
@@ -80,3 +80,33 @@ def test_leak_report_shows_what_grew_with_its_line() -> None:
     )
     assert "+3 tasks (0 -> 3) [asyncio.Queue.join (1 unfinished)]" in text
     assert "await done.send(outcome)  # LEAK" in text
+
+
+def test_proven_leaks_are_reported_beside_the_verdict() -> None:
+    proven = parse_proven((DATA / "tidegate-leaked.txt").read_text())
+    none = parse_proven(
+        "total: 0 tasks proven blocked forever\nnone: no task waits on something that only"
+        " blocked tasks can reach\nproof 1: 0.9 ms, 0.0s ago, over 4 tasks (2 suspended, 60"
+        " objects); shared for 1.0s\n"
+    )
+    assert (none.count, none.groups) == (0, ())
+    final = Sample(4.0, "drain", tasks=5, threads=2, fds=20, connections=0, rss=55 << 20)
+    done = report(final, 0.25, proven_before=none, proven=proven)
+    document = done.to_json()
+    assert document["verdict"] == "NO LEAK"  # reported beside the verdict, never instead
+    assert (document["proven"]["before"], document["proven"]["after"]) == (0, 40)
+    assert document["proven"]["proof"].startswith("proof 1: 3.8 ms")
+    (group,) = document["proven"]["groups"]
+    assert (group["count"], group["state"]) == (40, "asyncio.Queue.join (1 unfinished), proven")
+    assert group["blocking"].endswith("examples/leaks/chan.py:55 in Unbuffered.send")
+    assert group["created_by"].startswith("handle_broadcast_leaky at ")
+    text = format_summary(done)
+    assert (
+        "proven blocked forever (/debug/tasks/leaked, no baseline needed): 40 tasks"
+        " (0 before the load)" in text
+    )
+    assert "40 tasks [asyncio.Queue.join (1 unfinished), proven]" in text
+    assert "await done.send(outcome)" in text
+    # A server without the route: the report says nothing of proofs.
+    plain = report(final, 0.25)
+    assert "proven" not in plain.to_json() and "proven" not in format_summary(plain)

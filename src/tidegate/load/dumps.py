@@ -27,7 +27,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
-__all__ = ["Dump", "DumpError", "Frame", "Group", "Growth", "grown", "parse_dump"]
+__all__ = [
+    "Dump",
+    "DumpError",
+    "Frame",
+    "Group",
+    "Growth",
+    "Proven",
+    "grown",
+    "parse_dump",
+    "parse_proven",
+]
 
 Format = Literal["tidegate-1", "tidegate-2", "go-1", "go-2"]
 
@@ -99,6 +109,32 @@ def parse_dump(text: str) -> Dump:
         f"not a stack dump (expected tidegate's /debug/tasks?debug=1|2 or /_stack, or Go's "
         f"/debug/pprof/goroutine?debug=1|2); it starts with {shown!r}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Proven:
+    """An answer of ``/debug/tasks/leaked``: the tasks a proof found blocked forever."""
+
+    count: int
+    groups: tuple[Group, ...]
+    proof: str | None  # the line naming the proof and what it cost, as the server wrote it
+
+
+_PROVEN_TOTAL: Final = re.compile(r"^total: (\d+) tasks? proven blocked forever$")
+
+
+def parse_proven(text: str) -> Proven:
+    """Parse an answer of ``/debug/tasks/leaked``; ``DumpError`` if it is not one."""
+    lines = text.lstrip("\n").splitlines()
+    match = _PROVEN_TOTAL.match(lines[0]) if lines else None
+    if match is None:
+        shown = lines[0][:60] if lines else ""
+        raise DumpError(
+            f"not an answer of /debug/tasks/leaked (expected 'total: N tasks proven blocked"
+            f" forever'); it starts with {shown!r}"
+        )
+    proof = next((line for line in lines if line.startswith("proof ")), None)
+    return Proven(int(match[1]), tuple(_ours_grouped(text)), proof)
 
 
 def grown(before: Dump, after: Dump) -> list[Growth]:

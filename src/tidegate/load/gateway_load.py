@@ -129,6 +129,7 @@ async def run_gateway_load(settings: GatewayLoad, display: Display) -> Report:
     async with open_probe(
         vars_url=http_url(s.admin, "/debug/vars"),
         stack_url=http_url(s.admin, "/debug/tasks?debug=1"),
+        leaked_url=http_url(s.admin, "/debug/tasks/leaked"),
         headers=headers,
     ) as probe:
         await probe.sample(0.0, "check")  # the admin port first: the verdict needs it
@@ -151,6 +152,7 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
     baseline = await watch.baseline()
     published = await probe.settings()
     before = await probe.dump()
+    proven_before = await probe.proven()
     accepted_before = await probe.counters("pushes")
     refused_before = await probe.counters("rejections")
     log: list[tuple[int, str]] = []
@@ -200,6 +202,7 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
             watch.enter("drain", f"up to {window:.1f}s")
             settled_after, final = await watch.drain(baseline, window)
             after = await probe.dump()
+            proven_after = await probe.proven()
             accepted = _grown_counts(accepted_before, await probe.counters("pushes"))
             refused = _grown_counts(refused_before, await probe.counters("rejections"))
             watch.enter("done")
@@ -219,6 +222,7 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
             "http": None if s.http is None else format_address(s.http),
             "admin": format_address(s.admin),
             "stack_url": probe.stack_url,
+            "leaked_url": probe.leaked_url if proven_after is not None else None,
         },
         settings={
             **s.describe(),
@@ -244,6 +248,8 @@ async def _run(s: GatewayLoad, probe: Probe, display: Display) -> Report:
         wrong_target=tally.wrong_target,
         tally=tally,
         latency=tally.latency,
+        proven_before=proven_before,
+        proven=proven_after,
     )
     if report.verdict != "NO LEAK" and before is not None and after is not None:
         report.grew = grown(before, after)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .dumps import Dump, DumpError, parse_dump
+from .dumps import Dump, DumpError, Proven, parse_dump, parse_proven
 from .verdict import Sample
 
 __all__ = ["Probe", "ProbeError", "Unreachable", "open_probe"]
@@ -46,8 +46,9 @@ class Probe:
     count_url: str | None  # a bare integer: tasks (goroutines) alone
     stack_url: str | None
     headers: Mapping[str, str]
+    leaked_url: str | None = None  # /debug/tasks/leaked: what a proof finds blocked forever
 
-    async def _get(self, url: str, what: str) -> str:
+    async def _get(self, url: str, what: str, *, missing_ok: bool = False) -> str | None:
         try:
             async with self.session.get(url, headers=self.headers) as response:
                 text = await response.text(errors="replace")
@@ -58,15 +59,22 @@ class Probe:
             text = str(getattr(exc, "message", "") or exc).strip()
             why = text.partition("\n")[0].rstrip(":") or type(exc).__name__
             raise ProbeError(f"{what} at {_where(url)} is not an HTTP server ({why})") from None
+        if response.status == 404 and missing_ok:
+            return None
         if response.status != 200:
             first = text.strip().partition("\n")[0][:100]
             raise ProbeError(f"{what} at {url} answered {response.status}: {first}")
         return text
 
+    async def _text(self, url: str, what: str) -> str:
+        text = await self._get(url, what)
+        assert text is not None  # only a missing_ok look answers None
+        return text
+
     async def vars_document(self) -> dict[str, Any]:
         """The gateway's ``/debug/vars``."""
         assert self.vars_url is not None
-        text = await self._get(self.vars_url, "the admin port")
+        text = await self._text(self.vars_url, "the admin port")
         try:
             document = json.loads(text)
         except ValueError:
@@ -101,7 +109,7 @@ class Probe:
         if self.vars_url is not None:
             return Sample.from_vars(t, phase, await self.vars_document())
         assert self.count_url is not None
-        text = (await self._get(self.count_url, "the count URL")).strip()
+        text = (await self._text(self.count_url, "the count URL")).strip()
         if not text.isdigit():
             raise ProbeError(f"{self.count_url} answered {text[:40]!r}, not a bare integer")
         return Sample(t, phase, tasks=int(text))
@@ -109,11 +117,24 @@ class Probe:
     async def dump(self) -> Dump | None:
         if self.stack_url is None:
             return None
-        text = await self._get(self.stack_url, "the stack URL")
+        text = await self._text(self.stack_url, "the stack URL")
         try:
             return parse_dump(text)
         except DumpError as exc:
             raise ProbeError(f"{self.stack_url}: {exc}") from None
+
+    async def proven(self) -> Proven | None:
+        """What ``/debug/tasks/leaked`` lists now; None where the server has no such route
+        (404) or none was given."""
+        if self.leaked_url is None:
+            return None
+        text = await self._get(self.leaked_url, "the leaked-tasks URL", missing_ok=True)
+        if text is None:
+            return None
+        try:
+            return parse_proven(text)
+        except DumpError as exc:
+            raise ProbeError(f"{self.leaked_url}: {exc}") from None
 
 
 def reason(exc: BaseException) -> str:
@@ -131,9 +152,10 @@ async def open_probe(
     vars_url: str | None = None,
     count_url: str | None = None,
     stack_url: str | None = None,
+    leaked_url: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Probe]:
     connector = aiohttp.TCPConnector(force_close=True)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        yield Probe(session, vars_url, count_url, stack_url, dict(headers or {}))
+        yield Probe(session, vars_url, count_url, stack_url, dict(headers or {}), leaked_url)

@@ -4,6 +4,11 @@ JSON that say so out. Pure: no I/O, time passed in.
 NO LEAK: every gauge the server exposes (tasks, threads, open fds, connections) is back at
 or below its baseline within the drain window. LEAK otherwise, with the stacks that grew.
 RSS is reported, never judged: allocators keep freed memory.
+
+Where the server answers ``/debug/tasks/leaked`` (a gateway's admin port does), the tasks a
+proof finds blocked forever after the drain are reported beside the verdict, with how many
+there were before the load. They do not change it: a proven task may predate the run, and a
+leak the count diff sees needs no proof.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .dumps import Growth
+from .dumps import Group, Growth, Proven
 from .stats import LatencyHistogram, Tally
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "Sample",
     "above_baseline",
     "backoff_delays",
+    "format_group",
     "format_growth",
     "format_summary",
 ]
@@ -124,6 +130,8 @@ class Report:
     requests: dict[str, int] | None = None  # load http: responses by status ("error" too)
     gateway: dict[str, dict[str, float]] | None = None  # the gateway's own push counters
     grew: list[Growth] = field(default_factory=list)
+    proven_before: Proven | None = None  # /debug/tasks/leaked before the load
+    proven: Proven | None = None  # and after the drain; None: the server has no such route
 
     @property
     def verdict(self) -> str:
@@ -162,6 +170,13 @@ class Report:
             "after": self.final.rss,
         }
         document["grew"] = [growth_json(g) for g in self.grew]
+        if self.proven is not None:
+            document["proven"] = {
+                "before": None if self.proven_before is None else self.proven_before.count,
+                "after": self.proven.count,
+                "proof": self.proven.proof,
+                "groups": [group_json(g) for g in self.proven.groups],
+            }
         document["drain"] = {
             "window_seconds": round(self.drain_seconds, 3),
             "settled_after_seconds": None
@@ -188,11 +203,13 @@ class Report:
 
 
 def growth_json(growth: Growth) -> dict[str, Any]:
-    group = growth.group
+    return {"before": growth.before, "after": growth.after, **group_json(growth.group)}
+
+
+def group_json(group: Group) -> dict[str, Any]:
     return {
         "kind": group.kind,
-        "before": growth.before,
-        "after": growth.after,
+        "count": group.count,
         "state": group.state,
         "blocking": None if group.blocking is None else str(group.blocking),
         "blocking_source": None if group.blocking is None else group.blocking.source,
@@ -206,7 +223,19 @@ def format_growth(growth: Growth, *, max_frames: int = 12) -> str:
     group = growth.group
     plural = "s" if growth.after != 1 else ""
     state = f" [{group.state}]" if group.state else ""
-    lines = [f"+{growth.delta} {group.kind}{plural} ({growth.before} -> {growth.after}){state}"]
+    head = f"+{growth.delta} {group.kind}{plural} ({growth.before} -> {growth.after}){state}"
+    return _format_group(head, group, max_frames)
+
+
+def format_group(group: Group, *, max_frames: int = 12) -> str:
+    """One group of a dump for a terminal: count, state, blocking line, creator, stack."""
+    plural = "s" if group.count != 1 else ""
+    state = f" [{group.state}]" if group.state else ""
+    return _format_group(f"{group.count} {group.kind}{plural}{state}", group, max_frames)
+
+
+def _format_group(head: str, group: Group, max_frames: int) -> str:
+    lines = [head]
     if group.blocking is not None:
         lines.append(f"  blocks at {group.blocking}")
         if group.blocking.source:
@@ -300,4 +329,28 @@ def format_summary(report: Report, *, max_groups: int = 5) -> str:
                 out.append(f"\n... and {len(report.grew) - max_groups} more groups (see --json)")
         elif report.target.get("stack_url") is None:
             out.append("(no stack dump to diff: give --stack-url to see which stacks grew)")
+    out.extend(_proven_lines(report, max_groups))
     return "\n".join(out)
+
+
+def _proven_lines(report: Report, max_groups: int) -> list[str]:
+    """What /debug/tasks/leaked listed after the drain, beside the verdict."""
+    proven = report.proven
+    if proven is None:
+        return []
+    before = report.proven_before
+    since = "" if before is None else f" ({before.count} before the load)"
+    plural = "" if proven.count == 1 else "s"
+    out = [
+        "",
+        f"proven blocked forever (/debug/tasks/leaked, no baseline needed):"
+        f" {proven.count} task{plural}{since}",
+    ]
+    if proven.proof:
+        out.append(f"  {proven.proof}")
+    for group in proven.groups[:max_groups]:
+        out.append("")
+        out.append(format_group(group))
+    if len(proven.groups) > max_groups:
+        out.append(f"\n... and {len(proven.groups) - max_groups} more groups (see --json)")
+    return out
