@@ -303,27 +303,30 @@ class Gateway:
         if self._lifecycle.shutting_down:
             return
         self._lifecycle.go(Step.CLOSE)
-        if self._listener is not None:
-            self._listener.stop()
-            # Connections it already accepted are made first, so close_all sees them.
-            await self._listener.wait_closed()
-        if self._udp_transport is not None:
-            self._udp_transport.close()
-            self._udp_socket = None
-        # The sweeper runs on meanwhile: it ends each closing connection's linger.
-        await self.connection_set.close_all(
-            ErrorCode.SERVER_SHUTDOWN,
-            "the gateway is shutting down",
-            timeout=self.config.shutdown_timeout,
-        )
-        self.connection_set.stop_sweeping()
-        self.turns.close()
-        for served in self._web_listeners:
-            await served.close()
-        if self.watchdog is not None:
-            await self.watchdog.close()
-        await self.broker.close()
-        self._lifecycle.go(Step.CLOSED)
+        async with contextlib.AsyncExitStack() as later:
+            # Unwound last pushed first, each step whatever happened to those before it (a
+            # cancelled or failed close_all still closes the web servers and the broker).
+            later.callback(self._lifecycle.go, Step.CLOSED)
+            later.push_async_callback(self.broker.close)
+            if self.watchdog is not None:
+                later.push_async_callback(self.watchdog.close)
+            for served in reversed(self._web_listeners):
+                later.push_async_callback(served.close)
+            later.callback(self.turns.close)
+            later.callback(self.connection_set.stop_sweeping)
+            if self._listener is not None:
+                self._listener.stop()
+                # Connections it already accepted are made first, so close_all sees them.
+                await self._listener.wait_closed()
+            if self._udp_transport is not None:
+                self._udp_transport.close()
+                self._udp_socket = None
+            # The sweeper runs on meanwhile: it ends each closing connection's linger.
+            await self.connection_set.close_all(
+                ErrorCode.SERVER_SHUTDOWN,
+                "the gateway is shutting down",
+                timeout=self.config.shutdown_timeout,
+            )
 
     @property
     def running(self) -> bool:

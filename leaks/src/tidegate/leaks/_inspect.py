@@ -128,7 +128,6 @@ POOL_LOOPS: dict[tuple[str, str], frozenset[str]] = {
     ("multiprocessing.pool", "worker"): frozenset({"get"}),
 }
 _RUN_JOB_CODE = _code(run_job)
-_WORK_ITEM_RUN_CODE = _code(concurrent.futures.thread._WorkItem.run)
 # Plumbing every thread or pool job has, hidden from reports as Go hides its
 # runtime frames: thread bootstrap, and the detector's own job wrapper.
 _HIDDEN = {
@@ -425,14 +424,6 @@ def job_origin(frames: list[FrameType]) -> Origin | None:
         for value in frame.f_locals.values():
             if isinstance(value, contextvars.Context) and current_scope in value:
                 return Origin(value[current_scope], None, 0)
-    return None
-
-
-def job_identity(frames: list[FrameType]) -> int | None:
-    """The id of the work item a pool worker is running, if any."""
-    for frame in frames:
-        if frame.f_code is _WORK_ITEM_RUN_CODE:
-            return id(frame.f_locals.get("self"))
     return None
 
 
