@@ -533,6 +533,9 @@ async def collect_after_deadlock(prove: bool) -> list[str]:
     return log
 
 
+# The unproven run leaves its deadlock to the collector on purpose: the plugin would report
+# the two tasks it destroys as this test's leak (tests/test_destroyed.py).
+@pytest.mark.leaks(ignore=[leaks.ignore_name("^[AB]$")])
 @pytest.mark.parametrize("new_loop", LOOPS)
 def test_a_proven_task_runs_no_code_until_cancelled(new_loop: Any) -> None:
     # Without the proof, the collector destroys the garbage deadlock and runs the tasks'

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from . import _inspect, _proof
+from . import _destroyed, _inspect, _proof
 from ._filters import Ignore, excused
 from ._records import Leak
 from ._report import format_dump
@@ -55,11 +55,15 @@ class LeakError(AssertionError):
         tasks = sum(1 for leak in self.leaks if leak.kind == "task")
         threads = len(self.leaks) - tasks
         proven = sum(1 for leak in self.leaks if leak.verdict == "proven")
+        destroyed = sum(1 for leak in self.leaks if leak.state == "destroyed")
         of_which = f" ({proven} proven blocked forever)" if proven else ""
         head = (
             f"found {tasks} leaked task(s){of_which} and {threads} leaked thread(s) "
-            f"still alive {self.waited:.2f}s after the scope ended:\n\n"
+            f"still alive {self.waited:.2f}s after the scope ended"
         )
+        if destroyed:
+            head += f", {destroyed} of the tasks destroyed by the garbage collector while pending"
+        head += ":\n\n"
         return head + format_dump(self.leaks)
 
 
@@ -74,14 +78,18 @@ def _current_task() -> asyncio.Task[Any] | None:
     return asyncio.current_task() if _running_loop() is not None else None
 
 
-def _all_loop_tasks() -> set[asyncio.Task[Any]]:
+def _open_loops() -> set[asyncio.AbstractEventLoop]:
+    """The running loop and the loops the detector has seen, unless closed."""
     loop = _running_loop()
     if loop is not None:
         _known_loops.add(loop)
+    return {known for known in list(_known_loops) if not known.is_closed()}
+
+
+def _all_loop_tasks() -> set[asyncio.Task[Any]]:
     tasks: set[asyncio.Task[Any]] = set()
-    for known in list(_known_loops):
-        if not known.is_closed():
-            tasks |= asyncio.all_tasks(known)
+    for known in _open_loops():
+        tasks |= asyncio.all_tasks(known)
     return tasks
 
 
@@ -157,6 +165,9 @@ def find(
     With ``prove``, each task's ``verdict`` comes from a proof (see docs/leaks.md):
     ``proven`` means nothing that can still run can ever wake it. Without, a suspended
     task is ``suspected`` unless an earlier proof found it ``proven``.
+
+    The tasks of those loops that the garbage collector destroyed while pending, while
+    tracking was on, are listed too (``state == "destroyed"``, ``proven``), last.
     """
     now = time.monotonic()
     rules = tuple(ignore)
@@ -167,6 +178,7 @@ def find(
         found.extend(
             _task_records([task for task in _all_loop_tasks() if task is not me], now, prove=prove)
         )
+        found.extend(_destroyed.on_loops(_open_loops()))
     if threads:
         # Default filter: the main thread runs the program itself; it ends with it.
         main = threading.main_thread()
@@ -189,7 +201,8 @@ async def find_async(
     while True:
         found = find(ignore=ignore, tasks=tasks, threads=threads, prove=prove)
         remaining = deadline - time.monotonic()
-        if not found or remaining <= 0:
+        # A destroyed task will not end: only the live ones are waited for.
+        if all(leak.state == "destroyed" for leak in found) or remaining <= 0:
             return found
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, MAX_DELAY)
@@ -238,6 +251,7 @@ class _Entry:
         self.threads_before: weakref.WeakSet[threading.Thread] = weakref.WeakSet(
             threading.enumerate()
         )
+        self.destroyed_mark = _destroyed.mark()
         self._closed = False
 
     def leave(self) -> None:
@@ -285,6 +299,20 @@ class _Entry:
         if threads:
             found.extend(_scan_threads(now, self._thread_is_ours))
         return [leak for leak in found if not excused(leak, rules)]
+
+    def destroyed(self, rules: tuple[Ignore, ...]) -> list[_destroyed.Destroyed]:
+        """The scope's tasks the garbage collector destroyed while pending, since it began."""
+        return [
+            d
+            for d in _destroyed.since(self.destroyed_mark, self._owns)
+            if not excused(d.leak, rules)
+        ]
+
+    def claim_destroyed(self, rules: tuple[Ignore, ...]) -> list[Leak]:
+        """``destroyed()``, as records, now in this scope's report and no enclosing one's."""
+        destroyed = self.destroyed(rules)
+        _destroyed.claim(destroyed)
+        return [d.leak for d in destroyed]
 
     def wait(
         self, rules: tuple[Ignore, ...], timeout: float, tasks: bool, threads: bool
@@ -365,6 +393,8 @@ class Check:
                 note_still_running(exc, entry.scan(self.ignore, self.tasks, self.threads))
                 return
             found, waited = entry.wait(self.ignore, self.timeout, self.tasks, self.threads)
+            if self.tasks:
+                found.extend(entry.claim_destroyed(self.ignore))
             if found:
                 raise LeakError(found, waited=waited)
         finally:
@@ -385,6 +415,8 @@ class Check:
             found, waited = await entry.wait_async(
                 self.ignore, self.timeout, self.tasks, self.threads
             )
+            if self.tasks:
+                found.extend(entry.claim_destroyed(self.ignore))
             if found:
                 raise LeakError(found, waited=waited)
         finally:

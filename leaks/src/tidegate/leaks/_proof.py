@@ -219,6 +219,11 @@ class _Kept:
 _KEPT = _Kept()
 
 
+def is_kept(task: asyncio.Future[Any]) -> bool:
+    """Whether a proof keeps ``task`` alive (proven, and still waiting)."""
+    return task in _KEPT.waiters
+
+
 def own_holders(loops: Iterable[asyncio.AbstractEventLoop]) -> Iterator[Any]:
     """The containers through which the detector itself (and asyncio's registry) holds the
     tasks of ``loops``: their references are not the program's. Where the detector keeps

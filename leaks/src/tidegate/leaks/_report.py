@@ -20,8 +20,18 @@ def format_duration(seconds: float) -> str:
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
+DESTROYED = "destroyed by the garbage collector"
+
+
+def waits_on(leak: Leak) -> str:
+    """What a record waits on (or its state), and whether the collector destroyed it."""
+    if leak.state == "destroyed":
+        return f"{leak.blocked_on}, {DESTROYED}" if leak.blocked_on else DESTROYED
+    return leak.blocked_on or leak.state
+
+
 def header(leak: Leak) -> str:
-    tags = [leak.blocked_on or leak.state]
+    tags = [waits_on(leak)]
     if leak.blocked_for is not None:
         tags.append(format_duration(leak.blocked_for))
     if leak.verdict is not None:
@@ -59,7 +69,7 @@ def format_dump(leaks: Iterable[Leak]) -> str:
 def _group_key(leak: Leak) -> tuple[object, ...]:
     return (
         leak.kind,
-        leak.blocked_on or leak.state,
+        waits_on(leak),
         leak.verdict,
         leak.frames,
         leak.created_frames,
@@ -67,7 +77,7 @@ def _group_key(leak: Leak) -> tuple[object, ...]:
 
 
 def _tags(leak: Leak) -> str:
-    what = leak.blocked_on or leak.state
+    what = waits_on(leak)
     return what if leak.verdict is None else f"{what}, {leak.verdict}"
 
 

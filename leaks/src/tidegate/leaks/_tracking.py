@@ -38,6 +38,8 @@ from collections.abc import Callable, Coroutine
 from types import CodeType, CoroutineType, FrameType, FunctionType, GeneratorType
 from typing import Any, NamedTuple
 
+from ._records import RecordRef
+
 ORIGIN_ATTR = "_tidegate_origin"
 
 
@@ -127,6 +129,26 @@ _FIRST_KEEP_LIMIT = 256
 current_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "tidegate_leaks_scope", default=None
 )
+
+
+def kept_alive(scope: Scope | None) -> bool:
+    """Whether a scope still keeps the coroutines of tasks created in ``scope``: it, or the
+    enclosing scope its coroutines passed to when it closed, is open."""
+    while scope is not None:
+        if scope.open:
+            return True
+        scope = scope.parent
+    return False
+
+
+# Weak references to the tasks created outside every scope while tracking is on, since the
+# last garbage collection: nothing of ours keeps them alive, so the collector may destroy one
+# while it is pending. ``_destroyed`` reads them before each collection (to keep a report of
+# each in case it is destroyed) and empties the list. One list, appended to by the factories.
+# The detector's own weak reference type, which the proof discounts: a plain one would make
+# each task a root of the proof (anything weakly referenced can be handed back).
+born: list[weakref.ReferenceType[asyncio.Future[Any]]] = []
+_weak = RecordRef
 
 
 class Origin(NamedTuple):
@@ -245,6 +267,8 @@ def _stamper(depth: int) -> Callable[[asyncio.Future[Any], object], None]:
     get_frame = sys._getframe
     skip = SKIP_FILES
     get_scope = current_scope.get
+    born_append = born.append
+    weak = _weak
 
     def stamp(task: asyncio.Future[Any], coro: object) -> None:
         frame = get_frame(depth + 1)
@@ -254,11 +278,15 @@ def _stamper(depth: int) -> Callable[[asyncio.Future[Any], object], None]:
             task._tidegate_origin = (scope, *creator_of(frame))  # type: ignore[attr-defined]
         else:
             task._tidegate_origin = (scope, code, frame.f_lasti)  # type: ignore[attr-defined]
-        if scope is not None and not task.done():
+        if task.done():
+            return
+        if scope is not None:
             keepalive = scope.keepalive
             keepalive.append(coro)
             if len(keepalive) > scope.keep_limit:
                 scope.compact()
+        elif watching:
+            born_append(weak(task))
 
     return stamp
 
@@ -289,6 +317,8 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
     skip = SKIP_FILES
     create_task = _CREATE_TASK
     get_scope = current_scope.get
+    born_append = born.append
+    weak = _weak
     # Where to start looking for the creator: above asyncio's own Python
     # loop.create_task when there is one. uvloop's is compiled and has no frame,
     # though Cython gives it a __code__: only a plain function makes one.
@@ -326,6 +356,8 @@ def _tracking_factory(loop: asyncio.AbstractEventLoop, inner: TaskFactory | None
                 keepalive.append(coro)
                 if len(keepalive) > scope.keep_limit:
                     scope.compact()
+            elif watching:
+                born_append(weak(task))
             return task
 
         return tracking_factory
@@ -466,14 +498,31 @@ def threads_patched() -> bool:
     return threading.Thread.start is _tracking_start
 
 
+# Called with True when tracking comes on for the process, False when it goes off:
+# ``_destroyed`` watches the collector while tracking is on (it registers itself here).
+switch_hooks: list[Callable[[bool], None]] = []
+watching = False
+
+
 def _patch_threads() -> None:
+    global watching
     threading.Thread.start = _tracking_start  # type: ignore[method-assign]
     concurrent.futures.ThreadPoolExecutor.submit = _tracking_submit  # type: ignore[method-assign,assignment]
+    if not watching:
+        watching = True
+        for hook in switch_hooks:
+            hook(True)
 
 
 def _unpatch_threads() -> None:
+    global watching
     threading.Thread.start = _original_start  # type: ignore[method-assign]
     concurrent.futures.ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+    if watching:
+        watching = False
+        born.clear()
+        for hook in switch_hooks:
+            hook(False)
 
 
 def track_threads() -> None:
