@@ -17,6 +17,7 @@ import time
 BENCHMARKS = [
     "leaks_bench",
     "leaks_proof",
+    "leaks_endpoint",
     "gateway_broadcast",
     "gateway_saturation",
     "gateway_paths",

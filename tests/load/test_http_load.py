@@ -40,6 +40,10 @@ def test_leaky_service_leaks_one_task_per_request(
     assert leaked["stack"][0].endswith("incident.py:60 in broadcast_worker")
     assert document["threads"] == {"before": None, "peak": None, "after": None}
     assert "+24 tasks (0 -> 24)" in out
+    # /debug/tasks/leaked beside the stack URL: asked, answered, and nothing proven (the
+    # example's registry of detached tasks could still cancel the workers).
+    assert document["target"]["leaked_url"].endswith("/debug/leaks/debug/tasks/leaked")
+    assert (document["proven"]["before"], document["proven"]["after"]) == (0, 0)
 
 
 @pytest.mark.timeout(60)

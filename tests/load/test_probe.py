@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tidegate.load.probe import ProbeError, open_probe
+from tidegate.load.probe import ProbeError, leaked_url_beside, open_probe
 
 
 @asynccontextmanager
@@ -43,3 +43,11 @@ async def test_an_answer_that_is_not_a_proof_is_a_clear_error() -> None:
         async with open_probe(leaked_url=url) as probe:
             with pytest.raises(ProbeError, match="not an answer of /debug/tasks/leaked"):
                 await probe.proven()
+
+
+def test_the_leaked_url_beside_a_tidegate_dump() -> None:
+    base = "http://127.0.0.1:8080/debug/leaks"
+    assert leaked_url_beside(f"{base}/debug/tasks?debug=1") == f"{base}/debug/tasks/leaked"
+    assert leaked_url_beside(f"{base}/_stack") == f"{base}/debug/tasks/leaked"
+    assert leaked_url_beside("http://h:1/debug/pprof/goroutine?debug=1") is None  # Go's
+    assert leaked_url_beside(None) is None

@@ -1,6 +1,7 @@
 """``tidegate load http``: the seed method for any HTTP service.
 
-baseline (``--count-url``, and the dump at ``--stack-url``) -> load (``--concurrency``
+baseline (``--count-url``, the dump at ``--stack-url`` and, for tidegate's dumps, the proven
+leaks at ``/debug/tasks/leaked`` beside it) -> load (``--concurrency``
 requests in flight to ``--url`` for ``--requests`` requests or ``--duration``) -> drain (our
 connections closed; the count must return to its baseline) -> verdict. Works unchanged on a Go
 service exposing ``runtime.NumGoroutine()`` and ``/debug/pprof/goroutine?debug=1``.
@@ -18,7 +19,7 @@ import aiohttp
 
 from .display import Display
 from .dumps import grown
-from .probe import Unreachable, open_probe
+from .probe import Unreachable, leaked_url_beside, open_probe
 from .stats import LatencyHistogram
 from .verdict import Report
 from .watch import Watch
@@ -61,11 +62,15 @@ class _Hits:
 async def run_http_load(settings: HttpLoad, display: Display) -> Report:
     s = settings
     headers = {"Authorization": f"Bearer {s.probe_token}"} if s.probe_token else {}
-    async with open_probe(count_url=s.count_url, stack_url=s.stack_url, headers=headers) as probe:
+    leaked_url = leaked_url_beside(s.stack_url)
+    async with open_probe(
+        count_url=s.count_url, stack_url=s.stack_url, leaked_url=leaked_url, headers=headers
+    ) as probe:
         await probe.sample(0.0, "check")
         watch = Watch(probe, display)
         baseline = await watch.baseline()
         before = await probe.dump()
+        proven_before = await probe.proven()
         hits = _Hits()
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as background:
@@ -80,10 +85,16 @@ async def run_http_load(settings: HttpLoad, display: Display) -> Report:
         watch.enter("drain", f"up to {s.drain:g}s")
         settled_after, final = await watch.drain(baseline, s.drain)
         after = await probe.dump()
+        proven_after = await probe.proven()
         watch.enter("done")
     ok = sum(n for status, n in hits.statuses.items() if status.isdigit() and status < "400")
     report = Report(
-        target={"url": s.url, "count_url": s.count_url, "stack_url": s.stack_url},
+        target={
+            "url": s.url,
+            "count_url": s.count_url,
+            "stack_url": s.stack_url,
+            "leaked_url": leaked_url if proven_after is not None else None,
+        },
         settings=s.describe(),
         baseline=baseline,
         final=final,
@@ -96,6 +107,8 @@ async def run_http_load(settings: HttpLoad, display: Display) -> Report:
         lost=hits.sent - ok,
         latency=hits.latency,
         requests=dict(hits.statuses),
+        proven_before=proven_before,
+        proven=proven_after,
     )
     if report.verdict != "NO LEAK" and before is not None and after is not None:
         report.grew = grown(before, after)

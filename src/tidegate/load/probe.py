@@ -14,14 +14,14 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from .dumps import Dump, DumpError, Proven, parse_dump, parse_proven
 from .verdict import Sample
 
-__all__ = ["Probe", "ProbeError", "Unreachable", "open_probe"]
+__all__ = ["Probe", "ProbeError", "Unreachable", "leaked_url_beside", "open_probe"]
 
 TIMEOUT: Final = 10.0
 
@@ -135,6 +135,20 @@ class Probe:
             return parse_proven(text)
         except DumpError as exc:
             raise ProbeError(f"{self.leaked_url}: {exc}") from None
+
+
+def leaked_url_beside(stack_url: str | None) -> str | None:
+    """Where a server whose dump is tidegate's ``/debug/tasks`` or ``/_stack`` at
+    ``stack_url`` lists its proven leaks: ``/debug/tasks/leaked`` beside it, under the same
+    mount. None for other dumps (Go's pprof has no such route)."""
+    if stack_url is None:
+        return None
+    parts = urlsplit(stack_url)
+    for tail in ("/debug/tasks", "/_stack"):
+        if parts.path.endswith(tail):
+            path = parts.path[: -len(tail)] + "/debug/tasks/leaked"
+            return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return None
 
 
 def reason(exc: BaseException) -> str:

@@ -50,7 +50,7 @@ Two figures come from the proof of leak, not from the provider: ``tidegate_leake
 (tasks proven blocked forever) and ``tidegate_leak_proof_duration_seconds`` (how long that
 proof held the loop), from ``tidegate.leaks.proven_leaks()``. A scrape takes a new proof only
 when the latest is older than its sharing period (at least 1 s, 20x its duration), the one
-``/debug/tasks/leaked`` answers from: scrapes cost the loop under 5% at any rate, and the
+``/debug/tasks/leaked`` answers from: scrapes cost the loop at most 5% at any rate, and the
 metric and the endpoint agree. Only on the loop serving the scrape (``prove_leaks=False``
 leaves them out: the ``--workers`` supervisor, which has no gateway loop of its own).
 

@@ -5,9 +5,9 @@ A proof holds the loop while it runs (a few milliseconds in a quiet process, ~33
 10k idle suspended tasks; docs/leaks.md), so no rate of requests may multiply it:
 
 - one proof at a time in the process (a lock; the proof holds off other threads anyway);
-- every caller on a loop shares its latest proof for ``reuse_seconds(duration)``: at least
-  ``MIN_REUSE``, and ``REUSE_FACTOR`` times what the proof took, so proofs take at most
-  1/21 (under 5%) of the loop's time whatever the request rate;
+- every caller on a loop shares its latest proof for ``reuse_seconds(duration)`` from the
+  moment it began: at least ``MIN_REUSE``, and ``REUSE_FACTOR`` times what the proof took,
+  so over time proofs take at most 1/20 (5%) of the loop's time whatever the request rate;
 - a proof stops at ``LIMIT`` objects (sound: past it, tasks stay ``suspected``), which
   bounds a single stall to about half a second.
 
