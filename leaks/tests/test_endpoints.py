@@ -209,6 +209,22 @@ async def test_asgi_leaked_lists_the_proven_tasks_only() -> None:
     assert b"wait_on_the_global_event" in grouped
 
 
+def test_leaked_on_uvloop() -> None:
+    """The same answer on uvloop, whose loop holds its handles from C: the proof needs no
+    knowledge of it, and the per-loop sharing keys on its loop like any other."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> str:
+        async with seeded_leaks(2):
+            _, _, body = await call_asgi(asgi_app(), "/debug/tasks/leaked")
+        return body.decode()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        answer = runner.run(main())
+    assert answer.startswith("total: 2 tasks proven blocked forever\n")
+    assert "in await_a_private_future" in answer and "wait_on_the_global_event" not in answer
+
+
 async def test_asgi_leaked_says_when_there_are_none() -> None:
     async with parked_tasks(2):  # parked on a queue this test still holds: not proven
         status, _, body = await call_asgi(asgi_app(), "/debug/tasks/leaked")

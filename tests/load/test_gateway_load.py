@@ -76,6 +76,9 @@ def test_no_leak_against_tidegate_serve_with_every_fault(
     assert document["gateway"]["accepted"] == {"udp": 150, "http": 150}
     assert document["gateway"]["refused"] == {}
     assert document["latency_ms"]["p50"] > 0
+    # `tidegate serve` (on uvloop) answers /debug/tasks/leaked: after every fault, nothing
+    # it holds is proven blocked forever.
+    assert (document["proven"]["before"], document["proven"]["after"]) == (0, 0)
     assert "4 vanished clients (silent, no FIN): the gateway must cut them 7s after" in out
     assert "idle timeout 2s + close linger 4s + 2 sweeps of 0.5s, published by the gateway" in out
     assert document["settings"]["close_linger"] == 4
