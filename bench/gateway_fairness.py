@@ -32,6 +32,7 @@ import json
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -278,6 +279,9 @@ async def _worker_main(pipe: multiprocessing.connection.Connection) -> None:
                 await flooder.stop()
                 members.close()
                 return
+            # Blocking for the send: add_reader made the socket non-blocking, and a big
+            # reply (the samples) would fail halfway with BlockingIOError.
+            os.set_blocking(pipe.fileno(), True)
             pipe.send(("ok", reply))
     finally:
         loop.remove_reader(pipe.fileno())
@@ -311,6 +315,9 @@ class Worker:
             await ready
         finally:
             loop.remove_reader(fd)
+        # add_reader left the socket non-blocking (uvloop does): a reply bigger than the
+        # socket's buffer would end in BlockingIOError halfway through.
+        os.set_blocking(fd, True)
         status, reply = self.pipe.recv()
         assert status == "ok"
         return reply
