@@ -217,6 +217,21 @@ def test_a_flush_past_its_budget_yields_and_finishes_later_in_order() -> None:
         assert messages(transport) == expected
 
 
+def test_a_flush_of_big_frames_looks_at_the_clock_every_256_kib() -> None:
+    # 128 writes of a turn's big frames between two looks at the clock (a 1000-item batch
+    # joined, ~90 KB per member) ran a 20 ms budget over by its own length again.
+    h = harness(fanout_budget=1.0, buffer_bytes=4 * 1024 * 1024)
+    clients = [h.connect(f"u{n}") for n in range(10)]
+    h.work_clock.step = 0.6
+    big = "x" * 100_000  # two members' worth per 256 KiB
+    h.push("all", big)
+    h.turn.end()
+    assert h.counters.fanout_yields == 1
+    assert sum(bool(transport.writes) for _, transport in clients) == 4  # 2 per look
+    end_turns(h)
+    assert all(messages(transport) == [big] for _, transport in clients)
+
+
 def test_pushes_behind_a_flush_under_way_leave_together_in_one_write() -> None:
     # 1300 connections, two slices (256 connections) a turn: the first push takes six turns
     # to reach everyone. What is pushed meanwhile, over four turns, waits in one epoch.
