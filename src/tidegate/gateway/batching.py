@@ -28,18 +28,18 @@ is *congested*: it is settled and takes each frame through `send_frame`, with th
 and overflow policy applied per frame, as the fan-out calls it for every congested member
 before appending a shared frame.
 
-A turn's work holds the loop for at most `budget` seconds (checked every `_SLICE`
-connections, or sooner when their bytes pass `_SLICE_BYTES`): past it, the rest continues
-at the next turn (one `call_soon`), after the loop has served everything else. Pushes accepted meanwhile join one epoch that waits behind, so a
-fan-out that cannot keep up writes more frames per write rather than more writes. A flush
-that yields is counted (`fanout_yields`). Past the shared bound, the pending work is finished
-at once (`drain`, counted: `fanout_drains`) before a new frame is taken: memory stays bounded
-when producers outrun the flush, at the cost of one long turn. A producer that can wait (an
-HTTP batch) does not get there: between its pushes it asks `behind()` and, while it is, waits
-for `when_caught_up` (the end of a turn that leaves less than half the bound pending), so that
-a batch too spends at most `budget` per turn pushing. The wait is bounded by the flush of the
-epoch that holds the frames pending when it began: what is still pending after that came
-later, while those were pending, and the bound is shared.
+A turn's work holds the loop for at most `budget` seconds (checked every `_SLICE` connections,
+or sooner when their bytes pass `_SLICE_BYTES`): past it, the rest continues at the next turn
+(one `call_soon`), after the loop has served everything else. Pushes accepted meanwhile join
+one epoch that waits behind, so a fan-out that cannot keep up writes more frames per write
+rather than more writes. A flush that yields is counted (`fanout_yields`). Past the shared
+bound, the pending work is finished at once (`drain`, counted: `fanout_drains`) before a new
+frame is taken: memory stays bounded when producers outrun the flush, at the cost of one long
+turn. A producer that can wait (an HTTP batch) does not get there: between its pushes it asks
+`behind()` and, while it is, waits for `when_caught_up` (the end of a turn that leaves less
+than half the bound pending), so that a batch too spends at most `budget` per turn pushing. The
+wait is bounded by the flush of the epoch that holds the frames pending when it began: what is
+still pending after that came later, while those were pending, and the bound is shared.
 
 Nothing here awaits; the only timer is the `call_soon` handle, cancelled by `close()`.
 """
