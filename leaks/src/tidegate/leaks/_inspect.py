@@ -130,7 +130,7 @@ POOL_LOOPS: dict[tuple[str, str], frozenset[str]] = {
 _RUN_JOB_CODE = _code(run_job)
 # Plumbing every thread or pool job has, hidden from reports as Go hides its
 # runtime frames: thread bootstrap, and the detector's own job wrapper.
-_HIDDEN = {
+HIDDEN = {
     _code(fn)
     for fn in (
         run_job,
@@ -154,7 +154,7 @@ def to_frames(frames: Iterable[FrameType]) -> tuple[Frame, ...]:
     return tuple(
         frame_record(f.f_code, f.f_lineno or 0, _module_of(f))
         for f in frames
-        if f.f_code not in _HIDDEN
+        if f.f_code not in HIDDEN
     )
 
 
@@ -244,7 +244,7 @@ def _holder_of(waiter: object, frame: FrameType) -> str | None:
     return None
 
 
-def _waiter_text(task: asyncio.Task[Any], frames: list[FrameType]) -> str | None:
+def waiter_text(task: asyncio.Task[Any], frames: list[FrameType]) -> str | None:
     waiter = getattr(task, "_fut_waiter", None)
     if waiter is None:
         return None
@@ -309,7 +309,12 @@ def origin_text(origin: Origin | None) -> tuple[str | None, tuple[Frame, ...]]:
 def _debug_origin(task: asyncio.Task[Any]) -> tuple[str | None, tuple[Frame, ...]]:
     # In asyncio debug mode each task keeps the traceback of its creation;
     # use it for tasks created before tracking began.
-    tb = getattr(task, "_source_traceback", None)
+    return traceback_origin(getattr(task, "_source_traceback", None))
+
+
+def traceback_origin(tb: Any) -> tuple[str | None, tuple[Frame, ...]]:
+    """The creation site in an asyncio debug-mode creation traceback: its first frame outside
+    asyncio's plumbing, from the innermost."""
     if not tb:
         return None, ()
     for entry in reversed(tb):
@@ -321,7 +326,7 @@ def _debug_origin(task: asyncio.Task[Any]) -> tuple[str | None, tuple[Frame, ...
 
 def inspect_task(task: asyncio.Task[Any], now: float, verdict: Verdict | None = None) -> Leak:
     frames = task_frames(task)
-    blocked_on = describe_wait(frames) or _waiter_text(task, frames)
+    blocked_on = describe_wait(frames) or waiter_text(task, frames)
     state = task_state(task)
     # The future it waits on identifies one wait: a loop that wakes and parks
     # again at the same line starts a new one.
