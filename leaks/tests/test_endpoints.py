@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import gc
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -223,6 +225,49 @@ def test_leaked_on_uvloop() -> None:
         answer = runner.run(main())
     assert answer.startswith("total: 2 tasks proven blocked forever\n")
     assert "in await_a_private_future" in answer and "wait_on_the_global_event" not in answer
+
+
+async def park_on_a_private_future() -> None:
+    await asyncio.get_running_loop().create_future()
+
+
+def test_leaked_lists_the_tasks_the_collector_destroyed() -> None:
+    """A process with tracking on (``track()``, as ``tidegate serve``), outside every scope:
+    a forgotten task is destroyed by the next collection before any proof saw it; the answer
+    lists it anyway (its stack as read just before), as proven, counted in the total."""
+
+    async def main() -> tuple[str, list[str]]:
+        messages: list[str] = []  # asyncio's own "destroyed but pending", kept off the log
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: messages.append(context["message"]))
+        collecting = gc.isenabled()
+        gc.disable()  # the garbage stays young, for the young collection below
+        try:
+            asyncio.create_task(park_on_a_private_future(), name="forgotten")
+            await asyncio.sleep(0)  # it parks on its own future
+            gc.collect(0)
+        finally:
+            if collecting:
+                gc.enable()
+        _, _, body = await call_asgi(asgi_app(), "/debug/tasks/leaked")
+        return body.decode(), messages
+
+    async def tracked() -> tuple[str, list[str]]:
+        leaks.track()
+        try:
+            return await main()
+        finally:
+            leaks.untrack()
+
+    with asyncio.Runner() as runner:
+        try:
+            answer, messages = runner.run(tracked(), context=contextvars.Context())
+        finally:
+            leaks.untrack_threads()
+    assert answer.startswith("total: 1 task proven blocked forever\nof which 1 destroyed")
+    assert "1 task [Future, destroyed by the garbage collector, proven]:" in answer
+    assert "in park_on_a_private_future" in answer
+    assert "Task was destroyed but it is pending!" in messages
 
 
 async def test_asgi_leaked_says_when_there_are_none() -> None:

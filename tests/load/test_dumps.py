@@ -181,6 +181,13 @@ def test_dumps_written_after_a_proof_parse() -> None:
     )
     for line in ("total: 1 task proven blocked forever", "total: 0 tasks proven blocked forever"):
         assert parse_dump(line + "\nproof 1: 0.4 ms, 0.0s ago\n").groups == ()
+    gone = (
+        "total: 1 task proven blocked forever\nof which 1 destroyed by the garbage collector"
+        " while pending: gone, shown as read just before\nproof 2: 0.5 ms, 0.0s ago\n\n"
+        "1 task [Future, destroyed by the garbage collector, proven]:\n  /app/w.py:3 in work\n"
+    )
+    (destroyed,) = parse_dump(gone).groups
+    assert destroyed.state == "Future, destroyed by the garbage collector, proven"
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from . import _inspect, _proof
-from ._detector import _all_loop_tasks, _current_task, _running_loop
+from . import _destroyed, _inspect, _proof
+from ._detector import _all_loop_tasks, _current_task, _open_loops, _running_loop
 from ._records import Leak
 from ._report import format_groups
 
@@ -142,13 +142,30 @@ def proven_leaks() -> ProvenLeaks:
     return _CACHE.latest()
 
 
-def format_proven(result: ProvenLeaks, *, now: float | None = None) -> str:
+def destroyed_leaks() -> list[Leak]:
+    """The tasks of the known loops that the garbage collector destroyed while pending (while
+    tracking was on; the most recent ``_destroyed.HISTORY``): proven leaks that are gone,
+    as read just before the collection. Cheap: no proof, read at each answer."""
+    return _destroyed.on_loops(_open_loops())
+
+
+def format_proven(
+    result: ProvenLeaks, *, now: float | None = None, destroyed: list[Leak] | None = None
+) -> str:
     """``result`` for people and for ``tidegate load``: a line of totals and one of what
-    the proof cost, then the proven tasks grouped by identical stack, as ``debug=1``."""
+    the proof cost, then the proven tasks grouped by identical stack, as ``debug=1``: those
+    still alive, and those the collector destroyed (``destroyed``, default
+    ``destroyed_leaks()``), which count as proven too."""
     now = time.monotonic() if now is None else now
-    leaked = result.alive
+    gone = destroyed_leaks() if destroyed is None else destroyed
+    leaked = [*result.alive, *gone]
     plural = "" if len(leaked) == 1 else "s"
     head = [f"total: {len(leaked)} task{plural} proven blocked forever"]
+    if gone:
+        head.append(
+            f"of which {len(gone)} destroyed by the garbage collector while pending: gone,"
+            " shown as read just before"
+        )
     if not result.trusted:
         head.append(
             "nothing can be proven on this interpreter: its reference counts cannot be trusted"
