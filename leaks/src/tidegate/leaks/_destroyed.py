@@ -302,6 +302,12 @@ _tracking.switch_hooks.append(_WATCHER.switch)
 # --- what readers ask ---------------------------------------------------------------------
 
 
+def _history() -> list[Destroyed]:
+    # A copy, taken in one C call: a collection can start at any allocation, in this thread
+    # too, and its callback appends to the history, which would break an iteration over it.
+    return list(_WATCHER.history)
+
+
 def mark() -> int:
     """A position in the history: ``since(mark())`` later gives what was destroyed after."""
     return _WATCHER.last_seq
@@ -311,7 +317,7 @@ def since(seq: int, owns: Callable[[Scope | None], bool]) -> list[Destroyed]:
     """The tasks destroyed after ``seq`` whose scope ``owns`` says is its own, unless a scope
     reported them already."""
     claimed = _WATCHER.claimed
-    return [d for d in _WATCHER.history if d.seq > seq and d.seq not in claimed and owns(d.scope)]
+    return [d for d in _history() if d.seq > seq and d.seq not in claimed and owns(d.scope)]
 
 
 def claim(reported: list[Destroyed]) -> None:
@@ -319,14 +325,15 @@ def claim(reported: list[Destroyed]) -> None:
     claimed = _WATCHER.claimed
     claimed.update(d.seq for d in reported)
     if len(claimed) > 2 * HISTORY:  # forget the ones that left the history
-        oldest = _WATCHER.history[0].seq if _WATCHER.history else _WATCHER.last_seq + 1
+        history = _history()
+        oldest = history[0].seq if history else _WATCHER.last_seq + 1
         _WATCHER.claimed = {seq for seq in claimed if seq >= oldest}
 
 
 def on_loops(loops: set[asyncio.AbstractEventLoop]) -> list[Leak]:
     """The tasks destroyed on ``loops`` (the ones ``find()`` looks at), oldest first."""
     found = []
-    for destroyed in _WATCHER.history:
+    for destroyed in _history():
         loop = None if destroyed.loop is None else destroyed.loop()
         if loop is not None and loop in loops:
             found.append(destroyed.leak)
